@@ -1,0 +1,51 @@
+# The two commands of the README: `make serve` and `make test`. Everything else is set-up they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+REPOSITORY ?= model_repository
+MODEL ?= models/muon-pt.h5
+MODEL_NAME ?= muon-pt
+# hls4ml's QKeras path needs Keras 2 (tf_keras) while TensorFlow >= 2.16 ships Keras 3.
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: serve test install system-packages model lint bench clean
+
+serve: install model
+	$(BIN)/fpgaas serve --repository $(REPOSITORY) --host 127.0.0.1 --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest
+
+# g++ compiles the hls4ml firmware into the emulation library; everything else comes from PyPI.
+system-packages:
+	@command -v g++ >/dev/null && command -v make >/dev/null || { \
+		echo "installing g++ and make with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ make; }
+
+install: system-packages $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+model: $(REPOSITORY)/$(MODEL_NAME)/1/manifest.json
+
+$(REPOSITORY)/$(MODEL_NAME)/1/manifest.json: $(MODEL) | install
+	$(BIN)/fpgaas build $(MODEL) --name $(MODEL_NAME) --version 1 --out $(REPOSITORY)/$(MODEL_NAME)/1
+
+lint: install
+	$(BIN)/ruff check service builder client kernels fpgaas tests benchmarks examples
+	$(BIN)/ruff format --check service builder client kernels fpgaas tests benchmarks examples
+	$(BIN)/mypy service builder client kernels fpgaas
+
+bench: install model
+	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_pynq_stages.py
+
+clean:
+	rm -rf $(VENV) $(REPOSITORY) .pytest_cache .mypy_cache .ruff_cache

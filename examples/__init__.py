@@ -1,0 +1,1 @@
+"""Worked use cases for fpgaas: trained models, their data generators and their checks."""

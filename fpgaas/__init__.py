@@ -1,0 +1,1 @@
+"""The `fpgaas` command: one entry point over the builder and the service."""

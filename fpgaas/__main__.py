@@ -1,0 +1,3 @@
+from fpgaas.cli import main
+
+raise SystemExit(main())

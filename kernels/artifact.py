@@ -1,0 +1,203 @@
+"""The artifact: an immutable directory holding one built model.
+
+Layout (paths relative to the artifact directory)::
+
+    manifest.json          this schema, written last
+    model/<file>           the source model as uploaded (never executed)
+    hls/                   the hls4ml project (firmware/, the kernel top, scripts)
+    emulation/libkernel.so the kernel source compiled with g++ (batch C ABI, see kernels.twin)
+    xclbin/<name>.xclbin   present only when v++ built it on a Vitis host
+
+`manifest.json` lists the sha256 of every other file; `load_artifact` refuses a directory
+whose files do not match, and `write_manifest` makes the tree read-only once written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kernels.errors import ArtifactError, ArtifactIntegrityError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One kernel input or output, per sample (the batch axis is implicit)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # the wire/buffer dtype, e.g. "float32"
+    fixed_point: str  # the HLS type inside the kernel, e.g. "ap_fixed<16,6>"
+
+    @property
+    def width(self) -> int:
+        """Number of scalars per sample."""
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class LayerTypes:
+    """The fixed-point types hls4ml generated for one layer."""
+
+    name: str
+    class_name: str
+    types: dict[str, str]  # role ("result", "weight", "bias", "accum") -> HLS type
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Which executable forms of the kernel exist in the artifact."""
+
+    emulation_library: str | None  # relative path, or None
+    xclbin: str | None  # relative path, or None when v++ was not available
+    xclbin_status: str  # "built", or why not (e.g. "v++ not on PATH")
+    xclbin_command: list[str]  # shell command lines (v++ -c, v++ -l) a Vitis host runs from the artifact root
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    created: str  # ISO 8601, UTC
+    kernel_name: str  # the extern "C" kernel top, e.g. "fpgaas_kernel"
+    project_name: str  # the hls4ml project name, e.g. "myproject"
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    layers: tuple[LayerTypes, ...]
+    part: str
+    platform: str
+    backend: str  # hls4ml backend, e.g. "Vitis"
+    io_type: str  # hls4ml io type, e.g. "io_parallel"
+    source_model: str  # relative path of the uploaded model
+    toolchain: dict[str, str]  # tool -> version (hls4ml, g++, v++, python, fpgaas)
+    binaries: Binaries
+    engine: str = "kernel-library"  # which CPU implementation serves emulation
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        try:
+            if data.get("schema_version") != SCHEMA_VERSION:
+                raise ArtifactError(
+                    f"unsupported manifest schema_version {data.get('schema_version')!r}, "
+                    f"this fpgaas reads {SCHEMA_VERSION}"
+                )
+            values = dict(data)
+            values["inputs"] = tuple(_tensor(t) for t in data["inputs"])
+            values["outputs"] = tuple(_tensor(t) for t in data["outputs"])
+            values["layers"] = tuple(LayerTypes(**layer) for layer in data["layers"])
+            b = dict(data["binaries"])
+            b["xclbin_command"] = list(b.get("xclbin_command", []))
+            values["binaries"] = Binaries(**b)
+            return cls(**values)
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"malformed manifest: {exc}") from exc
+
+
+def _tensor(data: dict[str, Any]) -> TensorSpec:
+    return TensorSpec(
+        name=data["name"],
+        shape=tuple(int(d) for d in data["shape"]),
+        dtype=data["dtype"],
+        fixed_point=data["fixed_point"],
+    )
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A verified artifact directory and its manifest."""
+
+    path: Path
+    manifest: Manifest
+
+    def file(self, relative: str) -> Path:
+        return self.path / relative
+
+    @property
+    def emulation_library(self) -> Path | None:
+        lib = self.manifest.binaries.emulation_library
+        return None if lib is None else self.path / lib
+
+    @property
+    def xclbin(self) -> Path | None:
+        xb = self.manifest.binaries.xclbin
+        return None if xb is None else self.path / xb
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_tree(root: Path) -> dict[str, str]:
+    """sha256 of every regular file below `root` except the manifest, by POSIX relative path."""
+    hashes: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            raise ArtifactError(f"artifacts hold no symbolic links: {path.relative_to(root)}")
+        if path.is_file() and path != root / MANIFEST_NAME:
+            hashes[path.relative_to(root).as_posix()] = sha256_file(path)
+    return hashes
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Manifest:
+    """Hash the tree, write manifest.json last and make the whole artifact read-only."""
+    if (root / MANIFEST_NAME).exists():
+        raise ArtifactError(f"{root} already holds an artifact; artifacts are immutable")
+    sealed = Manifest(**{**manifest.__dict__, "files": hash_tree(root)})
+    (root / MANIFEST_NAME).write_text(sealed.to_json())
+    _make_read_only(root)
+    return sealed
+
+
+def load_artifact(root: Path | str) -> Artifact:
+    """Read and verify an artifact; raises ArtifactIntegrityError on any hash mismatch."""
+    root = Path(root)
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{root} has no {MANIFEST_NAME}")
+    try:
+        data = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{manifest_path} is not JSON: {exc}") from exc
+    manifest = Manifest.from_dict(data)
+    actual = hash_tree(root)
+    missing = sorted(set(manifest.files) - set(actual))
+    extra = sorted(set(actual) - set(manifest.files))
+    changed = sorted(p for p in manifest.files if p in actual and actual[p] != manifest.files[p])
+    if missing or extra or changed:
+        problems = []
+        if missing:
+            problems.append(f"missing {missing[:5]}")
+        if extra:
+            problems.append(f"unlisted {extra[:5]}")
+        if changed:
+            problems.append(f"sha256 mismatch {changed[:5]}")
+        raise ArtifactIntegrityError(f"artifact {root} failed verification: {'; '.join(problems)}")
+    return Artifact(path=root, manifest=manifest)
+
+
+def _make_read_only(root: Path) -> None:
+    write_bits = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            p = Path(dirpath) / name
+            p.chmod(p.stat().st_mode & ~write_bits)

@@ -1,0 +1,16 @@
+"""Bit-exact, batch-vectorized evaluation of hls4ml networks from the generated project alone.
+
+    engine = FixedPointEngine.from_hls_project(artifact_dir / "hls")   # may raise UnsupportedLayer
+    y = engine.predict(x)   # float32 (n, n_inputs) -> float32 (n, n_outputs), same bits as the C sim
+
+Modules: `fixedpoint` (ap_fixed conversions on int64 arrays), `hls_project` (reads the generated
+C++), `layers` (Dense / activations / BatchNorm kernels), `engine` (the chain).
+"""
+
+from __future__ import annotations
+
+from kernels.engine.engine import FixedPointEngine
+from kernels.engine.errors import UnsupportedLayer
+from kernels.engine.fixedpoint import FixedType, parse_type
+
+__all__ = ["FixedPointEngine", "FixedType", "UnsupportedLayer", "parse_type"]

@@ -1,0 +1,35 @@
+"""Probes and metrics: `GET /healthz`, `GET /readyz`, `GET /metrics`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.api.deps import MetricsDep
+from service.api.schemas import Health, ReadyOut
+from service.dataplane import DataPlane, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+async def healthz() -> Health:
+    return Health(status="alive")
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "not ready, with the reason"}},
+    summary="Readiness: models loaded and devices healthy",
+)
+async def readyz(request: Request) -> JSONResponse:
+    dataplane: DataPlane | None = getattr(request.app.state, "dataplane", None)
+    state = Readiness(False, "loading models") if dataplane is None else dataplane.ready()
+    return JSONResponse(ReadyOut.of(state).model_dump(), status_code=200 if state.ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics of this server", response_class=Response)
+async def metrics(m: MetricsDep) -> Response:
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,31 @@
+"""Devices that run kernels, chosen in one place: `create_devices(settings)`.
+
+`emulated` (default) runs each artifact's g++-compiled emulation library on the CPU;
+`pynq` drives AMD/Xilinx cards through PYNQ (imported only when chosen, since it probes
+for XRT). See `service.devices.base` for the protocol every implementation follows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from service.devices.base import Device, DeviceInfo, LoadedKernel, StageTimes
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+__all__ = ["Device", "DeviceInfo", "LoadedKernel", "StageTimes", "create_devices"]
+
+
+def create_devices(settings: Settings) -> list[Device]:
+    """The devices of a server, opened; the caller (the registry) closes them."""
+    if settings.device == "emulated":
+        from service.devices.emulated import EmulatedDevice
+
+        return [EmulatedDevice("emulated-0")]
+    if settings.device == "pynq":
+        from service.devices.pynq import PynqOptions, open_pynq_devices
+
+        options = PynqOptions(kernel_timeout_s=settings.device_timeout_s)
+        return list(open_pynq_devices(emulated_cards=settings.pynq_emulated_cards, options=options))
+    raise ValueError(f"unknown device kind {settings.device!r}")

@@ -1,0 +1,94 @@
+"""The emulated device: runs an artifact's `emulation/libkernel.so` (the hls4ml C simulation
+compiled with g++) through `kernels.twin.KernelLibrary`, with the same three stages as a card.
+
+Stages: to_device = copy the rows into the preallocated input buffer, kernel = the library
+call, from_device = copy the rows out of the preallocated output buffer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from kernels.artifact import Artifact
+from kernels.errors import ArtifactError, DeviceError
+from kernels.twin import KernelLibrary
+from service.devices.base import DeviceInfo, StageTimes
+
+
+class EmulatedKernel:
+    """One artifact's kernel library with input/output buffers of `max_batch` rows.
+
+    Lifetime: from `EmulatedDevice.load` to `close`. `run` is called from one thread at a time
+    (the batcher's worker), since the buffers are reused for every call.
+    """
+
+    def __init__(self, library: KernelLibrary, max_batch: int) -> None:
+        self._library = library
+        self._max_batch = max_batch
+        self._input = np.zeros((max_batch, library.n_inputs), dtype=np.float32)
+        self._output = np.zeros((max_batch, library.n_outputs), dtype=np.float32)
+        self._closed = False
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, StageTimes]:
+        """x: float32 (n, n_inputs), 1 <= n <= max_batch -> (float32 (n, n_outputs), stage times)."""
+        if self._closed:
+            raise DeviceError("kernel is closed")
+        n = x.shape[0] if x.ndim == 2 else -1
+        if not (x.ndim == 2 and 1 <= n <= self._max_batch and x.shape[1] == self._input.shape[1]):
+            raise DeviceError(
+                f"kernel takes (1..{self._max_batch}, {self._input.shape[1]}) rows, got shape {x.shape}"
+            )
+        t0 = time.perf_counter()
+        self._input[:n] = x
+        t1 = time.perf_counter()
+        self._library.run_into(self._input[:n], self._output[:n])
+        t2 = time.perf_counter()
+        y = self._output[:n].copy()
+        t3 = time.perf_counter()
+        return y, StageTimes(to_device_s=t1 - t0, kernel_s=t2 - t1, from_device_s=t3 - t2)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class EmulatedDevice:
+    """A CPU standing in for a card. Thread-safe; every kernel it loads is closed by `close`."""
+
+    def __init__(self, name: str = "emulated-0") -> None:
+        self._name = name
+        self._kernels: list[EmulatedKernel] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def info(self) -> DeviceInfo:
+        detail = "closed" if self._closed else "g++-compiled hls4ml C simulation on the CPU"
+        return DeviceInfo(name=self._name, kind="emulated", healthy=not self._closed, detail=detail)
+
+    def load(self, artifact: Artifact, max_batch: int) -> EmulatedKernel:
+        if artifact.emulation_library is None:
+            raise ArtifactError(f"artifact {artifact.path} has no emulation library")
+        try:
+            library = KernelLibrary.from_artifact(artifact)
+        except OSError as exc:  # dlopen failures
+            raise ArtifactError(f"cannot load {artifact.emulation_library}: {exc}") from exc
+        kernel = EmulatedKernel(library, max_batch)
+        with self._lock:
+            if self._closed:
+                raise DeviceError(f"device {self._name} is closed")
+            self._kernels.append(kernel)
+        return kernel
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            kernels, self._kernels = self._kernels, []
+        for kernel in kernels:
+            kernel.close()

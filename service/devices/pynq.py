@@ -1,0 +1,367 @@
+"""`PynqDevice`: a kernel kept resident on one AMD/Xilinx card through PYNQ.
+
+The per-call path is the source paper's (`sync_to_device`, kernel call, `sync_from_device`)
+without its per-call set-up: the overlay is downloaded once per (artifact, card) and the input
+and output buffers are allocated once at `max_batch` rows and reused; a call only encodes into
+the input buffer, syncs the rows it uses, starts the compute unit, waits with a deadline, syncs
+the rows back and decodes.
+
+Faults (a kernel that does not finish in time, a failed DMA sync, an overlay that does not
+load) never yield a wrong answer: the call raises `DeviceTimeout` / `DeviceError` (HTTP 503),
+the device is marked unhealthy with the reason, and the failing call reloads the overlay and
+reallocates the buffers before returning, so the next call finds the card back in service. If
+the reload fails too, the card stays unhealthy and every later call tries the reload again.
+
+A card holds one xclbin at a time (as XRT does), so a `PynqDevice` holds one artifact.
+Real cards run `artifact.xclbin` (the v++ output); emulated cards (see `pynq_emulation`) run
+`xclbin/emulation.xclbin`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pynq
+
+from kernels.artifact import Artifact
+from kernels.errors import BadInput, DeviceError, DeviceTimeout
+from kernels.xclbin import EMULATION_XCLBIN
+from service.devices.base import DeviceInfo, StageTimes
+from service.devices.pynq_compat import ensure_pynq_numpy2_compat
+from service.devices.pynq_emulation import EMULATION_CAPABILITY, install_emulated_cards
+
+
+class Codec(Protocol):
+    """How samples become the kernel's buffer contents and back (the kernel ABI's types)."""
+
+    buffer_dtype: np.dtype
+
+    def encode(self, x: np.ndarray, out: np.ndarray) -> None:
+        """Write float32 (n, n_inputs) into the input buffer rows `out` without allocating."""
+        ...
+
+    def decode(self, y: np.ndarray) -> np.ndarray:
+        """Return float32 (n, n_outputs) from output buffer rows (a new array)."""
+        ...
+
+
+class Float32Codec:
+    """The ABI `fpgaas_kernel(const float* x, float* y, unsigned int n)`: float32 both ways."""
+
+    buffer_dtype = np.dtype(np.float32)
+
+    def encode(self, x: np.ndarray, out: np.ndarray) -> None:
+        np.copyto(out, x, casting="same_kind")
+
+    def decode(self, y: np.ndarray) -> np.ndarray:
+        return np.array(y, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class PynqOptions:
+    """Tunables of a PYNQ device. Times in seconds."""
+
+    kernel_timeout_s: float = 1.0
+    reload_attempts: int = 3
+    reload_backoff_s: float = 0.05
+
+
+class _Waiter:
+    """Waits on PYNQ run handles in a daemon thread so the caller can give up at a deadline.
+
+    PYNQ's `wait()` has no timeout. A hung handle pins this thread, so a timed-out waiter is
+    abandoned (it exits once the handle is released, e.g. by the card being reprogrammed).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, Future[None]] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            handle, done = job
+            try:
+                handle.wait()
+                done.set_result(None)
+            except BaseException as exc:
+                done.set_exception(exc)
+
+    def wait(self, handle: Any, timeout_s: float) -> None:
+        """Raises concurrent.futures.TimeoutError after timeout_s, or what handle.wait raised."""
+        done: Future[None] = Future()
+        self._jobs.put((handle, done))
+        done.result(timeout=timeout_s)
+
+    def abandon(self) -> None:
+        self._jobs.put(None)
+
+
+class PynqKernel:
+    """An artifact's kernel resident on one card, with buffers for `max_batch` rows.
+
+    Lifetime: from `PynqDevice.load` to `close`. `run` may be called from any thread; calls
+    are serialized (one compute unit, one pair of buffers).
+    """
+
+    def __init__(
+        self, device: PynqDevice, artifact: Artifact, xclbin: str, max_batch: int, codec: Codec
+    ) -> None:
+        self._device = device
+        self._artifact = artifact
+        self._xclbin = xclbin
+        self._max_batch = max_batch
+        self._codec = codec
+        self._n_in = artifact.manifest.inputs[0].width
+        self._n_out = artifact.manifest.outputs[0].width
+        self._lock = threading.Lock()
+        self._overlay: Any = None
+        self._ip: Any = None
+        self._x_buf: Any = None
+        self._y_buf: Any = None
+        self._waiter: _Waiter | None = None
+        self._rows: dict[int, tuple[Any, Any]] = {}  # n -> views of the first n buffer rows
+        self._closed = False
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    @property
+    def artifact(self) -> Artifact:
+        return self._artifact
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, StageTimes]:
+        """x: float32 (n, n_inputs), n <= max_batch -> float32 (n, n_outputs) and stage times.
+
+        Raises DeviceTimeout / DeviceError when the card fails; by then it has been reloaded.
+        """
+        if x.ndim != 2 or x.shape[1] != self._n_in or x.shape[0] > self._max_batch:
+            raise BadInput(
+                f"expected float32 (n <= {self._max_batch}, {self._n_in}), got {x.dtype} {x.shape}",
+                field="inputs",
+            )
+        with self._lock:
+            if self._closed:
+                raise DeviceError(f"{self._device.name}: the kernel of {self._label} was unloaded")
+            if self._ip is None:
+                self._recover("the previous reload failed")
+            return self._run_locked(x)
+
+    def _run_locked(self, x: np.ndarray) -> tuple[np.ndarray, StageTimes]:
+        n = x.shape[0]
+        rows = self._rows.get(n)
+        if rows is None:  # a PynqBuffer view costs ~5 us to make; batch sizes repeat
+            rows = self._rows[n] = (self._x_buf[:n], self._y_buf[:n])
+        x_rows, y_rows = rows
+        t0 = time.perf_counter()
+        self._codec.encode(x, x_rows)
+        self._guard(x_rows.sync_to_device, "DMA sync to the device failed")
+        t1 = time.perf_counter()
+        handle = self._guard(lambda: self._ip.start(self._x_buf, self._y_buf, n), "kernel start failed")
+        assert self._waiter is not None
+        try:
+            # A handle already done costs nothing to wait for; otherwise hand it to the waiter
+            # thread (a ~40 us switch) because PYNQ's own wait() cannot time out.
+            if getattr(handle, "done", False):
+                handle.wait()
+            else:
+                self._waiter.wait(handle, self._device.options.kernel_timeout_s)
+        except FutureTimeout as exc:
+            timeout = self._device.options.kernel_timeout_s
+            self._fail(DeviceTimeout(f"{self._device.name}: kernel did not finish within {timeout} s"), exc)
+        except Exception as exc:
+            self._fail(DeviceError(f"{self._device.name}: kernel execution failed: {exc}"), exc)
+        t2 = time.perf_counter()
+        self._guard(y_rows.sync_from_device, "DMA sync from the device failed")
+        y = self._codec.decode(y_rows)
+        t3 = time.perf_counter()
+        return y, StageTimes(to_device_s=t1 - t0, kernel_s=t2 - t1, from_device_s=t3 - t2)
+
+    def _guard(self, step: Any, what: str) -> Any:
+        try:
+            return step()
+        except Exception as exc:
+            self._fail(DeviceError(f"{self._device.name}: {what}: {exc}"), exc)
+
+    def _fail(self, error: DeviceError, cause: BaseException) -> None:
+        """Mark the card unhealthy, reload it, then raise `error` for the failed call."""
+        self._device.mark(healthy=False, detail=error.message)
+        if isinstance(error, DeviceTimeout) and self._waiter is not None:
+            self._waiter.abandon()
+            self._waiter = None
+        # If the reload fails too the card stays unhealthy; the next call retries it.
+        with contextlib.suppress(DeviceError):
+            self._recover(error.message)
+        raise error from cause
+
+    def open(self) -> None:
+        """Download the overlay and allocate the buffers, retrying as configured."""
+        with self._lock:
+            self._recover(None)
+
+    def _recover(self, reason: str | None) -> None:
+        opts = self._device.options
+        last: Exception | None = None
+        for attempt in range(max(1, opts.reload_attempts)):
+            if attempt:
+                time.sleep(opts.reload_backoff_s * attempt)
+            try:
+                self._release()
+                self._acquire()
+            except Exception as exc:
+                last = exc
+                continue
+            detail = f"holds {self._label}" + (f"; reloaded after: {reason}" if reason else "")
+            self._device.mark(healthy=True, detail=detail)
+            return
+        self._release()
+        cause = reason or "initial load"
+        message = f"{self._device.name}: overlay failed to load ({cause}): {last}"
+        self._device.mark(healthy=False, detail=message)
+        raise DeviceError(message) from last
+
+    def _acquire(self) -> None:
+        card = self._device.card
+        self._overlay = pynq.Overlay(self._xclbin, device=card)
+        ip = _find_kernel_ip(self._overlay, self._artifact.manifest.kernel_name)
+        rows = self._max_batch
+        self._x_buf = pynq.allocate((rows, self._n_in), self._codec.buffer_dtype, target=_bank(card, ip, "x"))
+        self._y_buf = pynq.allocate(
+            (rows, self._n_out), self._codec.buffer_dtype, target=_bank(card, ip, "y")
+        )
+        self._waiter = self._waiter or _Waiter(f"{self._device.name}-wait")
+        self._ip = ip
+
+    def _release(self) -> None:
+        self._ip = None
+        self._rows = {}
+        for buf in (self._x_buf, self._y_buf):
+            if buf is not None:
+                buf.freebuffer()
+        self._x_buf = self._y_buf = None
+        if self._overlay is not None:
+            # The card is being reprogrammed anyway; a stale context must not block that.
+            with contextlib.suppress(Exception):
+                self._overlay.free()
+            self._overlay = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._release()
+            if self._waiter is not None:
+                self._waiter.abandon()
+                self._waiter = None
+        self._device.unloaded(self)
+
+    @property
+    def _label(self) -> str:
+        m = self._artifact.manifest
+        return f"{m.name} v{m.version}"
+
+
+class PynqDevice:
+    """One PYNQ card (`pynq.Device.devices[index]`) as an fpgaas `Device`.
+
+    Thread-safety: `info` may be read from any thread; `load`/`close` are serialized.
+    """
+
+    def __init__(self, index: int, *, options: PynqOptions | None = None, codec: Codec | None = None) -> None:
+        ensure_pynq_numpy2_compat()
+        cards = pynq.Device.devices
+        if not 0 <= index < len(cards):
+            raise DeviceError(f"no PYNQ card at index {index}: PYNQ lists {len(cards)}")
+        self.card: Any = cards[index]
+        self.name = f"pynq-{index}"
+        self.options = options or PynqOptions()
+        self._codec: Codec = codec or Float32Codec()
+        self._lock = threading.Lock()
+        self._kernel: PynqKernel | None = None
+        self._info = DeviceInfo(self.name, "pynq", True, f"{self._card_label}; empty")
+
+    @property
+    def info(self) -> DeviceInfo:
+        return self._info
+
+    @property
+    def _card_label(self) -> str:
+        return f"{self.card.tag} ({getattr(self.card, 'name', 'unknown card')})"
+
+    def mark(self, *, healthy: bool, detail: str) -> None:
+        self._info = DeviceInfo(self.name, "pynq", healthy, f"{self._card_label}; {detail}")
+
+    def load(self, artifact: Artifact, max_batch: int) -> PynqKernel:
+        """Download the artifact's xclbin and allocate buffers for `max_batch` rows."""
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        with self._lock:
+            if self._kernel is not None:
+                raise DeviceError(
+                    f"{self.name} already holds {self._kernel.artifact.manifest.name}: "
+                    "a card holds one xclbin at a time; place the model on another card"
+                )
+            kernel = PynqKernel(self, artifact, str(self._xclbin_for(artifact)), max_batch, self._codec)
+            kernel.open()
+            self._kernel = kernel
+            return kernel
+
+    def _xclbin_for(self, artifact: Artifact) -> Path:
+        emulated = self.card.has_capability(EMULATION_CAPABILITY)
+        path = artifact.file(EMULATION_XCLBIN) if emulated else artifact.xclbin
+        if path is None or not path.is_file():
+            raise DeviceError(
+                f"{artifact.manifest.name} has no xclbin for {self.name} ({self._card_label}): "
+                f"{artifact.manifest.binaries.xclbin_status}"
+            )
+        return path
+
+    def unloaded(self, kernel: PynqKernel) -> None:
+        with self._lock:
+            if self._kernel is kernel:
+                self._kernel = None
+                self.mark(healthy=True, detail="empty")
+
+    def close(self) -> None:
+        kernel = self._kernel
+        if kernel is not None:
+            kernel.close()
+
+
+def open_pynq_devices(
+    *, indices: Sequence[int] | None = None, emulated_cards: int = 0, options: PynqOptions | None = None
+) -> list[PynqDevice]:
+    """One `PynqDevice` per card: those at `indices` of `pynq.Device.devices`, or all of them.
+
+    `emulated_cards` > 0 first installs that many emulated cards (listed after real ones).
+    """
+    if emulated_cards:
+        install_emulated_cards(emulated_cards)
+    chosen = range(len(pynq.Device.devices)) if indices is None else indices
+    return [PynqDevice(i, options=options) for i in chosen]
+
+
+def _find_kernel_ip(overlay: Any, kernel_name: str) -> Any:
+    for name, desc in overlay.ip_dict.items():
+        if desc.get("type", "").split(":")[2:3] == [kernel_name] or name.startswith(kernel_name):
+            return getattr(overlay, name)
+    raise DeviceError(f"the overlay has no compute unit of kernel {kernel_name!r}: {list(overlay.ip_dict)}")
+
+
+def _bank(card: Any, ip: Any, arg: str) -> Any:
+    """The memory bank the kernel argument is wired to (cards have several), else the card."""
+    details = getattr(ip, "args", {}).get(arg)
+    if details is not None and details.mem is not None:
+        return card.get_memory_by_name(details.mem)
+    return card

@@ -1,0 +1,71 @@
+"""The one configuration class of the server, read from `FPGAAS_*` environment variables.
+
+Validated when constructed: a server that would misbehave (no repository, empty batches,
+negative delays) refuses to start instead. Passed explicitly to `create_app`; never global.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DeviceKind = Literal["emulated", "pynq"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Server settings; each field reads `FPGAAS_<FIELD>` (the port also plain `PORT`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FPGAAS_", extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True
+    )
+
+    model_repository: Path = Field(
+        default=Path("model_repository"), description="directory holding <name>/<version>/manifest.json"
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, description="bind address")
+    # `make serve` exports PORT; FPGAAS_PORT wins when both are set.
+    port: int = Field(
+        default=8000,
+        ge=1,
+        le=65535,
+        validation_alias=AliasChoices("FPGAAS_PORT", "PORT"),
+        description="TCP port",
+    )
+    device: DeviceKind = Field(default="emulated", description="which Device implementation runs the kernels")
+    pynq_emulated_cards: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="with device=pynq: emulated PYNQ cards to install (no hardware needed)",
+    )
+    max_batch: int = Field(default=1024, ge=1, le=1 << 20, description="rows per device call (buffer size)")
+    max_delay_us: int = Field(
+        default=500, ge=0, le=10_000_000, description="µs the batcher waits for more rows after the first"
+    )
+    max_queue_rows: int = Field(
+        default=65536, ge=1, description="rows accepted but not yet answered, per model"
+    )
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="largest request body, bytes")
+    device_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, description="seconds one device call may take"
+    )
+    retry_after_s: float = Field(
+        default=1.0, gt=0, le=3600, description="Retry-After sent with 503 overloaded"
+    )
+    log_level: LogLevel = Field(default="info", description="log level of the server and uvicorn")
+
+    @field_validator("model_repository")
+    @classmethod
+    def _repository_is_a_directory(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"model repository {str(value)!r} is not a directory")
+        return value.resolve()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value

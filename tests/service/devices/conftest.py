@@ -1,0 +1,72 @@
+"""Fixtures for the PYNQ device tests: the service suite's built artifact and emulated cards.
+
+The artifact is `tiny_artifact` from tests/service/conftest.py (the real builder: hls4ml + g++)
+(which holds the emulation xclbin); the cards are `EmulatedCard`s that PYNQ lists in
+`pynq.Device.devices`, so `PynqDevice` runs through the real `pynq` package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pynq
+import pytest
+
+from kernels.artifact import Artifact
+from service.devices.pynq import PynqDevice, PynqOptions
+from service.devices.pynq_emulation import EmulatedCard, install_emulated_cards
+
+
+@pytest.fixture(scope="session")
+def artifact(tiny_artifact: Artifact) -> Artifact:
+    """The service suite's tiny built artifact; the builder wrote the emulation xclbin the cards load."""
+    return tiny_artifact
+
+
+@pytest.fixture(scope="session")
+def twin(artifact: Artifact):  # type: ignore[no-untyped-def]
+    from kernels.twin import KernelLibrary
+
+    return KernelLibrary.from_artifact(artifact)
+
+
+@pytest.fixture(scope="session")
+def cards() -> list[EmulatedCard]:
+    return install_emulated_cards(2)[:2]
+
+
+@pytest.fixture(autouse=True)
+def _healthy_cards(cards: list[EmulatedCard]) -> Iterator[None]:
+    yield
+    for card in cards:
+        card.clear_faults()
+        card.kernel_latency_s = 0.0
+
+
+def card_index(card: EmulatedCard) -> int:
+    return pynq.Device.devices.index(card)
+
+
+OPTIONS = PynqOptions(kernel_timeout_s=0.3, reload_attempts=3, reload_backoff_s=0.01)
+
+
+@pytest.fixture
+def device(cards: list[EmulatedCard]) -> Iterator[PynqDevice]:
+    dev = PynqDevice(card_index(cards[0]), options=OPTIONS)
+    yield dev
+    dev.close()
+
+
+@pytest.fixture
+def second_device(cards: list[EmulatedCard]) -> Iterator[PynqDevice]:
+    dev = PynqDevice(card_index(cards[1]), options=OPTIONS)
+    yield dev
+    dev.close()
+
+
+@pytest.fixture
+def samples(artifact: Artifact) -> np.ndarray:
+    """64 rows spanning the fixed-point input range (including values that saturate)."""
+    n_inputs = artifact.manifest.inputs[0].width
+    return np.random.default_rng(3).normal(0.0, 8.0, size=(64, n_inputs)).astype(np.float32)
