@@ -1,10 +1,9 @@
-"""Held-out evaluation of the trained model: float, fixed-point (hls4ml C simulation) and the baseline.
+"""Held-out evaluation of the trained model: float, fixed-point (the served kernel) and the baseline.
 
     python -m examples.muon.evaluate [--model models/muon-pt.h5] [--n 5000] [--plot res.png] [--update-metadata]
 
-The hls4ml conversion here is a checking aid only, configured like the builder (``ap_fixed<16,6>``
-default precision, so dense accumulators are ``ap_fixed<16,6>``; layer precisions from the QKeras
-quantizers). The builder owns the production converter.
+The fixed-point figures come from the artifact `fpgaas build` makes (its CPU twin computes the
+FPGA's bits), so they describe exactly what the service answers.
 """
 
 from __future__ import annotations
@@ -29,57 +28,23 @@ from examples.muon.model import DEFAULT_MODEL_PATH, load_model
 from examples.muon.resolution import plot_resolution, resolution, resolution_in_bins
 from examples.muon.target import pt_from_output
 
-FPGA_PART = "xcu250-figd2104-2L-e"
 
+def fixed_point_kernel(model_path: Path, work_dir: Path) -> Any:
+    """The kernel fpgaas serves for ``model_path``: its artifact in ``work_dir`` (built if missing).
 
-def convert_with_hls4ml(model: Any, output_dir: Path) -> Any:
-    """Compile ``model`` with hls4ml (Vitis backend, io_parallel, latency) for C simulation.
-
-    Returns the compiled hls4ml model; its ``predict`` runs the bit-accurate C++ (about 0.1-0.5 ms
-    per sample). Keras 3 is installed alongside tf_keras, so the Keras-2 converter is called directly.
+    Returns the artifact's CPU twin, whose outputs equal hls4ml's C simulation bit for bit.
     """
-    from hls4ml.converters import KerasModelReader, keras_v2_to_hls, parse_keras_model
-    from hls4ml.utils.config import _get_precision_from_quantizer
+    from kernels.artifact import load_artifact
+    from kernels.twin import KernelLibrary
 
-    layers, *_ = parse_keras_model(json.loads(model.to_json()), KerasModelReader(model))
-    layer_config: dict[str, Any] = {}
-    for layer in layers:
-        precision: dict[str, str] = {}
-        for key, quantizer in layer.items():
-            if "quantizer" in key and quantizer is not None:
-                name = key.lower().split("_quantizer")[0]
-                name = "result" if name == "activation" else name
-                hls_type = (
-                    _get_precision_from_quantizer(quantizer)
-                    if isinstance(quantizer, dict)
-                    else quantizer.hls_type
-                )
-                precision[name] = str(hls_type)
-        layer_config[layer["name"]] = {"Precision": precision}
-    config = {
-        "Model": {
-            "Precision": {"default": "fixed<16,6>"},
-            "ReuseFactor": 1,
-            "Strategy": "Latency",
-            "BramFactor": 1_000_000_000,
-            "TraceOutput": False,
-        },
-        "LayerName": layer_config,
-    }
-    hls_model = keras_v2_to_hls(
-        {
-            "KerasModel": model,
-            "OutputDir": str(output_dir),
-            "ProjectName": "myproject",
-            "Backend": "Vitis",
-            "IOType": "io_parallel",
-            "HLSConfig": config,
-            "Part": FPGA_PART,
-            "WriteWeightsTxt": False,
-        }
-    )
-    hls_model.compile()
-    return hls_model
+    out = work_dir / "muon-pt" / "1"
+    if (out / "manifest.json").is_file():
+        artifact = load_artifact(out)
+    else:
+        from builder import build
+
+        artifact = build(model_path, name="muon-pt", out=out)
+    return KernelLibrary.from_artifact(artifact)
 
 
 @dataclass(frozen=True)
@@ -101,9 +66,7 @@ def evaluate(
     model = load_model(model_path)
     held_out = generate(n, seed=held_out_seed)
     y_float = model.predict(held_out.features, batch_size=8192, verbose=0).reshape(-1)
-    y_fixed = np.asarray(
-        convert_with_hls4ml(model, work_dir).predict(held_out.features), dtype=np.float32
-    ).reshape(-1)
+    y_fixed = fixed_point_kernel(model_path, work_dir).run(held_out.features).reshape(-1)
     training = generate(n_baseline, seed=train_seed)
     baseline = Baseline().fit(training.features, training.pt)
     return Evaluation(
@@ -152,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     parser.add_argument("--n", type=int, default=5_000, help="held-out muons (C simulation is the slow part)")
-    parser.add_argument("--work-dir", type=Path, default=Path("build/muon-hls4ml"))
+    parser.add_argument("--work-dir", type=Path, default=Path("build/muon-evaluate"))
     parser.add_argument("--plot", type=Path, default=None, help="write the resolution histograms (PNG)")
     parser.add_argument("--update-metadata", action="store_true", help="add the figures to the model's JSON")
     args = parser.parse_args(argv)
@@ -172,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         written = plot_resolution(
             {
                 "NN (float)": result.pt_float,
-                "NN (ap_fixed, hls4ml)": result.pt_fixed,
+                "NN (ap_fixed, served kernel)": result.pt_fixed,
                 "L1 LUT baseline": result.pt_baseline,
             },
             result.pt_true,
@@ -182,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.update_metadata:
         metadata["fixed_point_check"] = {
             "n": args.n,
-            "hls4ml_precision": "ap_fixed<16,6> default/accumulators",
+            "kernel": "fpgaas build artifact (hls4ml types; accumulators sized by hls4ml)",
             **figures,
         }
         metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from kernels.twin import KernelLibrary
 from tests.builder.test_build import samples
-from tests.fixtures.builds import BuiltModel, build_with_reference
-
-MUON_MODEL = Path(__file__).resolve().parents[2] / "models" / "muon-pt.h5"
+from tests.fixtures.builds import BuiltModel, shared_muon_build
 
 
 @pytest.fixture(scope="module")
 def muon(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
-    # Deliberately no skip: the default model is part of the repository and must build.
-    assert MUON_MODEL.is_file(), f"{MUON_MODEL} is missing; examples/muon/train.py writes it"
-    return build_with_reference(MUON_MODEL, tmp_path_factory.mktemp("muon"), "muon-pt")
+    return shared_muon_build(tmp_path_factory)
 
 
 def test_the_muon_model_builds_with_the_papers_layer_sizes_and_types(muon: BuiltModel) -> None:

@@ -4,15 +4,8 @@ transport), and live fpgaas servers serving a model built by the real builder.""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +15,7 @@ import numpy as np
 import pytest
 
 from client import AsyncClient, Client
+from tests.fixtures.servers import serving
 
 
 class BlockingAsync:
@@ -101,63 +95,6 @@ def served_model(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
     shutil.copytree(artifact.path, repository / manifest.name / manifest.version)
     library = KernelLibrary.from_artifact(artifact)
     return ServedModel(manifest.name, library.n_inputs, repository, library.run)
-
-
-REPO = Path(__file__).resolve().parents[2]
-
-# The server runs in its own interpreter, as in production: sharing this process's GIL (and the
-# TensorFlow threads the build left) made every request ~10x slower.
-SERVE = """
-import json, socket, sys
-import uvicorn
-from service.app import create_app
-from service.settings import Settings
-
-sock = socket.socket(fileno=int(sys.argv[1]))
-app = create_app(Settings(**json.loads(sys.argv[2])))
-uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on")).run(sockets=[sock])
-"""
-
-
-@contextmanager
-def serving(**settings: Any) -> Iterator[str]:
-    """Run uvicorn with `create_app(Settings(**settings))` in a subprocess on a free loopback
-    port; yield its base URL once `/readyz` answers 200; stop it (SIGTERM: drain) afterwards."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; the server inherits this socket
-    sock.listen(128)
-    host, port = sock.getsockname()
-    url = f"http://{host}:{port}"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    args = json.dumps({k: str(v) for k, v in settings.items()})
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(sock.fileno()), args], pass_fds=[sock.fileno()], cwd=REPO, env=env
-    )
-    sock.close()
-    try:
-        deadline = time.monotonic() + 60
-        while not _ready(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the fpgaas server did not become ready (exit code {proc.poll()})")
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.fixture(scope="session")

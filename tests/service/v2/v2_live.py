@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import FastAPI
-
 
 @dataclass(frozen=True)
 class LiveServer:
     url: str  # "http://127.0.0.1:PORT"
     hostport: str  # "127.0.0.1:PORT", as tritonclient wants it
-    app: FastAPI
