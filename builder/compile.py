@@ -1,7 +1,8 @@
 """Stage 4: compile the kernel top and the hls4ml firmware with g++ into the emulation library.
 
 This is what XRT software emulation does with the kernel source: the same C++ as the FPGA kernel,
-built for the CPU. The result exports only `fpgaas_kernel` (see `kernels.twin.KernelLibrary`).
+built for the CPU. The result exports `fpgaas_kernel` and the multi-threaded `fpgaas_kernel_batch` (see
+`kernels.twin.KernelLibrary`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ CXXFLAGS: Final = (
     "-fPIC",
     "-shared",
     "-std=c++17",
+    "-pthread",
     "-fno-gnu-unique",
     "-fvisibility=hidden",
     '-DFPGAAS_EXPORT=__attribute__((visibility("default")))',

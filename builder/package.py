@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.convert import BACKEND, IO_TYPE
+from builder.engine import EngineChoice
 from builder.kernel import KERNEL_NAME, KernelSource
 from builder.synthesize import VPP, XclbinResult
 from builder.tools import version_line
@@ -100,6 +101,7 @@ def seal(
     source_model: Path,
     library: Path,
     xclbin: XclbinResult,
+    engine: EngineChoice,
     part: str,
     platform: str,
 ) -> Manifest:
@@ -134,5 +136,7 @@ def seal(
             xclbin_status=xclbin.status,
             xclbin_command=list(xclbin.commands),
         ),
+        engine=engine.engine,
+        engine_note=engine.note,
     )
     return write_manifest(root, manifest)

@@ -1,5 +1,6 @@
 """The build pipeline: load -> convert -> kernel -> compile -> synthesize -> package.
 
+The engine stage picks the CPU implementation that serves without a card (see builder.engine).
 `build` runs the stages in a staging directory beside `out` and renames it to `out` only once the
 manifest sealed it. Not thread-safe for the same `out`; separate outputs may build concurrently.
 """
@@ -17,11 +18,13 @@ from typing import Final
 from builder import package
 from builder.compile import compile_emulation
 from builder.convert import DEFAULT_PART, ConvertOptions, convert
+from builder.engine import choose_engine
 from builder.kernel import write_kernel
 from builder.load import scan_model
 from builder.synthesize import DEFAULT_PLATFORM, synthesize
 from kernels.artifact import Artifact, load_artifact
 from kernels.errors import BadInput, BuildError
+from kernels.twin import KernelLibrary
 
 _LOG = logging.getLogger("fpgaas.builder")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -70,6 +73,10 @@ def build(
         project = str(graph.config.get_project_name())
         with _stage(say, "compile (g++)"):
             library = compile_emulation(root, kernel.source, project, log=logs / "gxx.log")
+        with _stage(say, "choose the CPU engine"):
+            twin = KernelLibrary(library, kernel.input.width, kernel.output.width)
+            engine = choose_engine(root / "hls", project, twin)
+            say(f"engine: {engine.engine} ({engine.note})")
         with _stage(say, "synthesize (v++)"):
             xclbin = synthesize(root, name=name, platform=platform, project=project, logs=logs)
         if xclbin.xclbin is None:
@@ -86,6 +93,7 @@ def build(
                 source_model=source,
                 library=library,
                 xclbin=xclbin,
+                engine=engine,
                 part=part,
                 platform=platform,
             )

@@ -82,7 +82,8 @@ class Manifest:
     source_model: str  # relative path of the uploaded model
     toolchain: dict[str, str]  # tool -> version (hls4ml, g++, v++, python, fpgaas)
     binaries: Binaries
-    engine: str = "kernel-library"  # which CPU implementation serves emulation
+    engine: str = "kernel-library"  # which CPU implementation serves emulation (kernels.twin)
+    engine_note: str = ""  # why that one
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     schema_version: int = SCHEMA_VERSION
 

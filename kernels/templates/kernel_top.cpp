@@ -45,3 +45,28 @@ samples:
         }
     }
 }
+
+#ifndef __SYNTHESIS__
+// Emulation only (HLS never sees it): the batch split over CPU threads. The kernel is stateless
+// (weights are compiled in), so disjoint row ranges run independently.
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+extern "C" FPGAAS_EXPORT void ${kernel}_batch(const float *x, float *y, unsigned int n, unsigned int threads) {
+    if (threads < 2 || n < 2 * threads) {
+        ${kernel}(x, y, n);
+        return;
+    }
+    const unsigned int per = (n + threads - 1) / threads;
+    std::vector<std::thread> workers;
+    for (unsigned int first = 0; first < n; first += per) {
+        const unsigned int count = std::min(per, n - first);
+        workers.emplace_back(${kernel}, x + (unsigned long)first * FPGAAS_N_IN,
+                             y + (unsigned long)first * FPGAAS_N_OUT, count);
+    }
+    for (std::thread &worker : workers) {
+        worker.join();
+    }
+}
+#endif

@@ -1,7 +1,8 @@
-"""The emulated device: runs an artifact's `emulation/libkernel.so` (the hls4ml C simulation
-compiled with g++) through `kernels.twin.KernelLibrary`, with the same three stages as a card.
+"""The emulated device: runs an artifact's kernel on the CPU through its twin
+(`kernels.twin.open_cpu_kernel`: the fixed-point engine when the manifest selected it, else the
+g++-built kernel library), with the same three stages as a card.
 
-Stages: to_device = copy the rows into the preallocated input buffer, kernel = the library
+Stages: to_device = copy the rows into the preallocated input buffer, kernel = the CPU kernel
 call, from_device = copy the rows out of the preallocated output buffer.
 """
 
@@ -14,18 +15,18 @@ import numpy as np
 
 from kernels.artifact import Artifact
 from kernels.errors import ArtifactError, DeviceError
-from kernels.twin import KernelLibrary
+from kernels.twin import CpuKernel, open_cpu_kernel
 from service.devices.base import DeviceInfo, StageTimes
 
 
 class EmulatedKernel:
-    """One artifact's kernel library with input/output buffers of `max_batch` rows.
+    """One artifact's CPU kernel with input/output buffers of `max_batch` rows.
 
     Lifetime: from `EmulatedDevice.load` to `close`. `run` is called from one thread at a time
     (the batcher's worker), since the buffers are reused for every call.
     """
 
-    def __init__(self, library: KernelLibrary, max_batch: int) -> None:
+    def __init__(self, library: CpuKernel, max_batch: int) -> None:
         self._library = library
         self._max_batch = max_batch
         self._input = np.zeros((max_batch, library.n_inputs), dtype=np.float32)
@@ -69,14 +70,14 @@ class EmulatedDevice:
 
     @property
     def info(self) -> DeviceInfo:
-        detail = "closed" if self._closed else "g++-compiled hls4ml C simulation on the CPU"
+        detail = "closed" if self._closed else "the kernel's bit-exact CPU twin"
         return DeviceInfo(name=self._name, kind="emulated", healthy=not self._closed, detail=detail)
 
     def load(self, artifact: Artifact, max_batch: int) -> EmulatedKernel:
         if artifact.emulation_library is None:
             raise ArtifactError(f"artifact {artifact.path} has no emulation library")
         try:
-            library = KernelLibrary.from_artifact(artifact)
+            library = open_cpu_kernel(artifact)
         except OSError as exc:  # dlopen failures
             raise ArtifactError(f"cannot load {artifact.emulation_library}: {exc}") from exc
         kernel = EmulatedKernel(library, max_batch)

@@ -6,7 +6,7 @@
 two copies of every buffer, as a card does: the host array PYNQ hands out and the card's own
 memory; syncs copy between them, and the compute unit reads x from and writes y to card memory
 only, so a forgotten sync gives stale data exactly as on hardware. The compute unit runs the
-artifact's kernel on the CPU through `kernels.twin.KernelLibrary` (the library named in the
+artifact's kernel on the CPU through its twin `kernels.twin.open_cpu_kernel` (for the library named in the
 xclbin's USER_METADATA section, see `kernels.xclbin`), so results are bit-exact with the twin.
 
 Cards are enabled by configuration: `install_emulated_cards(n)` (or the environment variable
@@ -440,12 +440,12 @@ def emulated_cards() -> list[EmulatedCard]:
 
 
 def open_kernel_library(xclbin: Path, library: Path) -> Any:
-    """Open the CPU build of the kernel through the twin (`kernels.twin.KernelLibrary`).
+    """Open the kernel's CPU twin (`kernels.twin.open_cpu_kernel`: the engine the manifest selected).
 
     The xclbin normally sits in an artifact (`<artifact>/xclbin/emulation.xclbin`); the library
     is then opened from the verified artifact, so the card runs exactly the bits its manifest lists.
     """
-    from kernels.twin import KernelLibrary
+    from kernels.twin import open_cpu_kernel
 
     root = xclbin.resolve().parent.parent
     if not (root / MANIFEST_NAME).is_file():
@@ -453,4 +453,4 @@ def open_kernel_library(xclbin: Path, library: Path) -> Any:
     artifact = load_artifact(root)
     if artifact.emulation_library is None or artifact.emulation_library.resolve() != library.resolve():
         raise RuntimeError(f"{xclbin} names {library}, the artifact holds {artifact.emulation_library}")
-    return KernelLibrary.from_artifact(artifact)
+    return open_cpu_kernel(artifact)

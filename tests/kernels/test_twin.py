@@ -95,3 +95,21 @@ def test_run_into_checks_the_output_buffer(kernel: KernelLibrary) -> None:
 def test_a_file_without_the_kernel_symbol_is_an_artifact_error(small: BuiltModel) -> None:
     with pytest.raises(ArtifactError, match="fpgaas_kernel"):
         KernelLibrary(small.artifact.path / "model" / "small.h5", 27, 1)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_the_multi_threaded_batch_entry_gives_the_single_threaded_bits(
+    kernel: KernelLibrary, threads: int
+) -> None:
+    assert kernel.has_batch_entry
+    x = np.random.default_rng(3).normal(0.0, 30.0, size=(1001, kernel.n_inputs)).astype(np.float32)
+    single = kernel.run(x)
+    assert np.array_equal(kernel.run(x, threads=threads), single)
+    out = np.empty_like(single)
+    kernel.run_into(x, out, threads=threads)
+    assert np.array_equal(out, single)
+
+
+def test_zero_threads_is_bad_input(kernel: KernelLibrary) -> None:
+    with pytest.raises(BadInput, match="threads"):
+        kernel.run(np.zeros((4, kernel.n_inputs), dtype=np.float32), threads=0)
