@@ -1,8 +1,8 @@
 """`create_app(settings)`: the FastAPI app of one server, with its own metrics registry.
 
 The lifespan opens the devices, verifies and loads the model repository (refused artifacts
-are logged and listed by `GET /models`; the others are served), starts one batcher per model
-version, and at shutdown drains accepted requests before closing kernels and devices.
+are logged and listed by `GET /models`; the others are served), starts one batcher per replica
+of each model version, and at shutdown drains accepted requests before closing kernels and devices.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         devices = create_devices(settings)
         registry = await asyncio.to_thread(
-            ModelRegistry.open, settings.model_repository, devices, settings.max_batch
+            ModelRegistry.open, settings.model_repository, devices, settings.max_batch, settings.placement
         )
-        dataplane = DataPlane.start(registry, batch_policy(settings), metrics)
+        dataplane = DataPlane.start(registry, batch_policy(settings), metrics, settings.device_probe_s)
         app.state.dataplane = dataplane
         try:
             yield

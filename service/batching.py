@@ -137,7 +137,7 @@ class Batcher:
         self._queue.append(request)
         self._unsent += n
         self._accepted += n
-        self._metrics.queue_rows.labels(self._model).set(self._accepted)
+        self._metrics.queue_rows.labels(self._model, self._device).set(self._accepted)
         self._wakeup.set()
         # Cancelling this await (client gone) cancels the future; the batcher then skips its rows.
         return await request.future
@@ -278,4 +278,4 @@ class Batcher:
         if not request.finished:
             request.finished = True
             self._accepted -= request.n
-            self._metrics.queue_rows.labels(self._model).set(self._accepted)
+            self._metrics.queue_rows.labels(self._model, self._device).set(self._accepted)

@@ -1,22 +1,37 @@
 """The protocol-agnostic core of the server: model lookup, input checks, batching.
 
-Front ends (`service.api` for the fpgaas routes; an Open Inference Protocol router later) turn
-their wire format into numpy rows and call `DataPlane`; nothing here knows about HTTP.
-Errors are `kernels.errors` exceptions carrying their status. Lifetime: `DataPlane.start`
-inside the running event loop, `close` at shutdown (drains, then closes the registry).
+Front ends (`service.api` for the fpgaas routes, `service.api.v2` for the Open Inference
+Protocol) turn their wire format into numpy rows and call `DataPlane`; nothing here knows about
+HTTP or about which kind of device a replica runs on. Errors are `kernels.errors` exceptions
+carrying their status. Lifetime: `DataPlane.start` inside the running event loop, `close` at
+shutdown (drains, then closes the registry).
+
+Replicas: a model version placed on several devices has one batcher (one worker) per device.
+A request goes to the least-loaded replica on a healthy device; if that device call fails it is
+retried once on another healthy replica (kernels are stateless, so re-running rows is safe),
+so one card failing loses no accepted request while another can answer it. Devices heal
+themselves on their next call (a card reloads its overlay); a watcher sends one zero row to
+each idle replica on an unhealthy device every `probe_interval_s`, because a card whose reload
+failed would otherwise wait for traffic that its unreadiness keeps away.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.errors import BadInput, NotReady
+from kernels.errors import BadInput, DeviceError, FpgaasError, NotReady
 from service.batching import Batcher, BatchPolicy
-from service.devices.base import DeviceInfo
+from service.devices.base import Device, DeviceInfo
 from service.metrics import ServiceMetrics
 from service.registry import LoadedModel, ModelRegistry, RefusedArtifact
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +60,7 @@ class ModelMetadata:
     versions: tuple[str, ...]  # every loaded version of this model, ascending
     inputs: tuple[TensorMetadata, ...]
     outputs: tuple[TensorMetadata, ...]
-    device: DeviceInfo
+    device: DeviceInfo  # the first healthy replica's device (else the first replica's)
     engine: str
     xclbin_status: str
     max_batch: int
@@ -53,6 +68,7 @@ class ModelMetadata:
     part: str
     platform: str
     created: str
+    replicas: tuple[DeviceInfo, ...] = ()  # every device holding this version, in placement order
 
     @property
     def n_inputs(self) -> int:
@@ -79,41 +95,81 @@ class Readiness:
     reason: str  # why not ready, or a summary when ready
 
 
+@dataclass(frozen=True)
+class DeviceStatus:
+    """A device and the model versions (name, version) resident on it."""
+
+    info: DeviceInfo
+    models: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class _Replica:
+    device: Device
+    batcher: Batcher
+
+    @property
+    def healthy(self) -> bool:
+        return self.device.info.healthy
+
+
 class DataPlane:
     """Serves inference on the models of one registry. Use from the event loop only."""
 
     def __init__(
-        self, registry: ModelRegistry, batchers: dict[tuple[str, str], Batcher], metrics: ServiceMetrics
+        self,
+        registry: ModelRegistry,
+        replicas: dict[tuple[str, str], tuple[_Replica, ...]],
+        metrics: ServiceMetrics,
+        probe_interval_s: float,
     ) -> None:
         self._registry = registry
-        self._batchers = batchers
+        self._replicas = replicas
         self._metrics = metrics
+        self._probe_interval_s = probe_interval_s
         self._closing = False
+        self._watcher: asyncio.Task[None] | None = None
 
     @classmethod
-    def start(cls, registry: ModelRegistry, policy: BatchPolicy, metrics: ServiceMetrics) -> DataPlane:
-        """One started batcher per loaded model version; call inside the running event loop."""
-        batchers: dict[tuple[str, str], Batcher] = {}
+    def start(
+        cls,
+        registry: ModelRegistry,
+        policy: BatchPolicy,
+        metrics: ServiceMetrics,
+        probe_interval_s: float = 1.0,
+    ) -> DataPlane:
+        """One started batcher per replica, and the watcher; call inside the running event loop."""
+        replicas: dict[tuple[str, str], tuple[_Replica, ...]] = {}
         for m in registry.all():
-            batcher = Batcher(
-                m.kernel,
-                model=m.name,
-                device=m.device.info.name,
-                n_inputs=m.n_inputs,
-                n_outputs=m.n_outputs,
-                policy=policy,
-                metrics=metrics,
-            )
-            batcher.start()
-            batchers[(m.name, m.version)] = batcher
-        return cls(registry, batchers, metrics)
+            started = []
+            for r in m.replicas:
+                batcher = Batcher(
+                    r.kernel,
+                    model=m.name,
+                    device=r.device.info.name,
+                    n_inputs=m.n_inputs,
+                    n_outputs=m.n_outputs,
+                    policy=policy,
+                    metrics=metrics,
+                )
+                batcher.start()
+                started.append(_Replica(r.device, batcher))
+            replicas[(m.name, m.version)] = tuple(started)
+        dataplane = cls(registry, replicas, metrics, probe_interval_s)
+        dataplane._watcher = asyncio.get_running_loop().create_task(dataplane._watch(), name="device-watcher")
+        return dataplane
 
     async def close(self) -> None:
         """Stop accepting, answer every accepted request, then close kernels and devices."""
         self._closing = True
         try:
-            for batcher in self._batchers.values():
-                await batcher.close()
+            if self._watcher is not None:
+                self._watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._watcher
+            for replicas in self._replicas.values():
+                for replica in replicas:
+                    await replica.batcher.close()
         finally:
             self._registry.close()
 
@@ -135,9 +191,26 @@ class DataPlane:
             raise NotReady("the server is shutting down")
         loaded = self.resolve(model, version)
         batch = check_rows(x, loaded.n_inputs)
-        outputs = await self._batchers[(loaded.name, loaded.version)].submit(batch)
+        replicas = self._replicas[(loaded.name, loaded.version)]
+        replica = _least_loaded(replicas)
+        try:
+            outputs = await replica.batcher.submit(batch)
+        except DeviceError as exc:
+            # Once only: a fault everywhere still answers within two device deadlines.
+            others = [r for r in replicas if r is not replica and r.healthy]
+            if not others:
+                raise
+            failed, replica = replica, _least_loaded(others)
+            log.warning(
+                "%s: %s failed (%s); retrying on %s",
+                loaded.name,
+                failed.device.info.name,
+                exc.message,
+                replica.device.info.name,
+            )
+            outputs = await replica.batcher.submit(batch)
         self._metrics.rows.labels(loaded.name).inc(batch.shape[0])
-        return InferResult(loaded.name, loaded.version, loaded.device.info.name, outputs)
+        return InferResult(loaded.name, loaded.version, replica.device.info.name, outputs)
 
     def models(self) -> list[ModelMetadata]:
         """Every loaded model version, by name then version."""
@@ -156,33 +229,79 @@ class DataPlane:
         return True
 
     def ready(self) -> Readiness:
-        """Ready when not shutting down, at least one model is loaded and every device is healthy."""
+        """Ready when not shutting down, at least one model is loaded and every model version
+        has a replica on a healthy device: a sick card whose models are served elsewhere is
+        named in the reason (and in `devices()`) but does not take the server out of service."""
         if self._closing:
             return Readiness(False, "shutting down")
         if not self._registry.names():
             return Readiness(False, f"no model loaded ({len(self._registry.refused)} refused)")
-        sick = [d.info for d in self._registry.devices if not d.info.healthy]
-        if sick:
-            return Readiness(False, "; ".join(f"device {i.name} unhealthy: {i.detail}" for i in sick))
-        return Readiness(True, f"{len(self._registry.all())} model version(s) loaded")
+        sick = "; ".join(
+            f"device {d.info.name} unhealthy: {d.info.detail}"
+            for d in self._registry.devices
+            if not d.info.healthy
+        )
+        stranded = [
+            f"{n} v{v}" for (n, v), replicas in self._replicas.items() if not any(r.healthy for r in replicas)
+        ]
+        if stranded:
+            return Readiness(False, f"no healthy device serves {', '.join(stranded)}: {sick}")
+        summary = f"{len(self._registry.all())} model version(s) loaded"
+        return Readiness(True, f"{summary}; {sick}; every model is served elsewhere" if sick else summary)
+
+    def devices(self) -> list[DeviceStatus]:
+        """Every device of the server, in opening order, with the model versions it holds."""
+        held: dict[int, list[tuple[str, str]]] = {id(d): [] for d in self._registry.devices}
+        for m in self._registry.all():
+            for r in m.replicas:
+                held[id(r.device)].append((m.name, m.version))
+        return [DeviceStatus(d.info, tuple(held[id(d)])) for d in self._registry.devices]
+
+    async def _watch(self) -> None:
+        """Every probe interval, one zero row through each idle replica on an unhealthy device:
+        the call makes the device retry its recovery (the answer is discarded)."""
+        while True:
+            await asyncio.sleep(self._probe_interval_s)
+            probes = [
+                self._probe(r.batcher, self._registry.get(name, version).n_inputs)
+                for (name, version), replicas in self._replicas.items()
+                for r in replicas
+                if not r.healthy and r.batcher.accepted_rows == 0
+            ]
+            if probes:
+                await asyncio.gather(*probes)
+
+    @staticmethod
+    async def _probe(batcher: Batcher, n_inputs: int) -> None:
+        with contextlib.suppress(FpgaasError):  # still sick: the device's own detail says why
+            await batcher.submit(np.zeros((1, n_inputs), dtype=np.float32))
 
     def _metadata(self, m: LoadedModel) -> ModelMetadata:
         manifest = m.artifact.manifest
+        infos = tuple(r.device.info for r in m.replicas)
         return ModelMetadata(
             name=m.name,
             version=m.version,
             versions=tuple(self._registry.versions(m.name)),
             inputs=tuple(TensorMetadata(t.name, t.dtype, t.shape, t.fixed_point) for t in manifest.inputs),
             outputs=tuple(TensorMetadata(t.name, t.dtype, t.shape, t.fixed_point) for t in manifest.outputs),
-            device=m.device.info,
+            device=next((i for i in infos if i.healthy), infos[0]),
             engine=manifest.engine,
             xclbin_status=manifest.binaries.xclbin_status,
-            max_batch=m.kernel.max_batch,
+            max_batch=m.replicas[0].kernel.max_batch,  # every replica was loaded with the same
             backend=manifest.backend,
             part=manifest.part,
             platform=manifest.platform,
             created=manifest.created,
+            replicas=infos,
         )
+
+
+def _least_loaded(replicas: Sequence[_Replica]) -> _Replica:
+    """The healthy replica with the fewest rows waiting (the first on ties); if none is healthy,
+    the least loaded of all, whose call lets its device attempt recovery."""
+    healthy = [r for r in replicas if r.healthy]
+    return min(healthy or replicas, key=lambda r: r.batcher.accepted_rows)
 
 
 def check_rows(x: np.ndarray, n_inputs: int) -> np.ndarray:

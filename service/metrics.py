@@ -57,7 +57,7 @@ class ServiceMetrics:
         self.queue_rows = Gauge(
             "fpgaas_queue_rows",
             "rows accepted by the batcher and not yet answered",
-            ["model"],
+            ["model", "device"],
             registry=registry,
         )
         self.rejected = Counter(

@@ -2,8 +2,11 @@
 
 Repository layout: `<repository>/<name>/<version>/manifest.json`, each version directory an
 artifact. `ModelRegistry.open` verifies every artifact (sha256, via `load_artifact`) and loads
-it onto a device once; an artifact that fails is refused, logged and listed in `refused`,
-and the server still serves the others. `close` closes every kernel, then every device.
+it: a model named in the placement onto each of its devices (one replica per device), any
+other model onto one device, round-robin. An artifact no device loads is refused, logged and
+listed in `refused`, and the server still serves the others; a placed model that loads on only
+some of its devices is served by those (the others are logged). `close` closes every kernel,
+then every device.
 Not thread-safe for `open`/`close`; lookups after `open` are read-only and safe anywhere.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,14 +26,21 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One copy of a model version, resident on one device until the registry closes."""
+
+    device: Device
+    kernel: LoadedKernel
+
+
+@dataclass(frozen=True)
 class LoadedModel:
-    """One model version resident on a device until the registry closes."""
+    """One model version and its replicas (at least one; in placement order)."""
 
     name: str
     version: str
     artifact: Artifact
-    device: Device
-    kernel: LoadedKernel
+    replicas: tuple[Replica, ...]
 
     @property
     def n_inputs(self) -> int:
@@ -60,23 +70,43 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class ModelRegistry:
     """The models a server holds; build with `ModelRegistry.open`, end with `close`."""
 
-    def __init__(self, devices: Sequence[Device]) -> None:
+    def __init__(
+        self, devices: Sequence[Device], placement: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
         if not devices:
             raise ValueError("a registry needs at least one device")
         self._devices = list(devices)
+        self._placement = {model: list(names) for model, names in (placement or {}).items()}
         self._models: dict[str, dict[str, LoadedModel]] = {}
         self.refused: list[RefusedArtifact] = []
 
     @classmethod
-    def open(cls, repository: Path, devices: Sequence[Device], max_batch: int) -> ModelRegistry:
-        """Verify and load every artifact below `repository`, model versions spread over devices."""
-        registry = cls(devices)
+    def open(
+        cls,
+        repository: Path,
+        devices: Sequence[Device],
+        max_batch: int,
+        placement: Mapping[str, Sequence[str]] | None = None,
+    ) -> ModelRegistry:
+        """Verify and load every artifact below `repository` (see the module docstring).
+
+        `placement`: model name -> device names (`DeviceInfo.name`). Raises ValueError, after
+        closing the devices, when it names a device this server does not have.
+        """
+        registry = cls(devices, placement)
         try:
-            for version_dir in _version_dirs(repository):
+            registry._check_placement()
+            # Placed models first, so that round-robin never takes a card a placement names.
+            version_dirs = sorted(
+                _version_dirs(repository), key=lambda d: d.parent.name not in registry._placement
+            )
+            for version_dir in version_dirs:
                 registry._load_one(version_dir, max_batch)
         except BaseException:
             registry.close()
             raise
+        for model in sorted(set(registry._placement) - set(registry._models)):
+            log.warning("placement names model %r but it is not served", model)
         log.info(
             "model repository %s: %d model version(s) loaded, %d refused",
             repository,
@@ -84,6 +114,16 @@ class ModelRegistry:
             len(registry.refused),
         )
         return registry
+
+    def _check_placement(self) -> None:
+        known = [d.info.name for d in self._devices]
+        for model, names in self._placement.items():
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ValueError(
+                    f"placement of model {model!r} names unknown device(s) {', '.join(unknown)}; "
+                    f"this server has {', '.join(known)}"
+                )
 
     def _load_one(self, version_dir: Path, max_batch: int) -> None:
         name, version = version_dir.parent.name, version_dir.name
@@ -97,16 +137,18 @@ class ModelRegistry:
                     f"manifest says {manifest.name!r} version {manifest.version!r} but the artifact "
                     f"lives at {name}/{version}"
                 )
-            device, kernel = self._place(artifact, max_batch)
+            named = self._placement.get(name)
+            replicas = (
+                self._place_on(named, artifact, max_batch) if named else self._place(artifact, max_batch)
+            )
         except FpgaasError as exc:
             log.error("refusing to serve %s: %s", version_dir, exc.message)
             self.refused.append(RefusedArtifact(version_dir, exc.message))
             return
-        model = LoadedModel(name, version, artifact, device, kernel)
-        self._models.setdefault(name, {})[version] = model
-        log.info("loaded %s version %s on %s", name, version, device.info.name)
+        self._models.setdefault(name, {})[version] = LoadedModel(name, version, artifact, replicas)
+        log.info("loaded %s version %s on %s", name, version, ", ".join(r.device.info.name for r in replicas))
 
-    def _place(self, artifact: Artifact, max_batch: int) -> tuple[Device, LoadedKernel]:
+    def _place(self, artifact: Artifact, max_batch: int) -> tuple[Replica]:
         """Round-robin over devices; a device that refuses (e.g. a card already holding an
         xclbin) passes the artifact on to the next one."""
         first = sum(len(v) for v in self._models.values())
@@ -114,10 +156,26 @@ class ModelRegistry:
         for i in range(len(self._devices)):
             device = self._devices[(first + i) % len(self._devices)]
             try:
-                return device, device.load(artifact, max_batch)
+                return (Replica(device, device.load(artifact, max_batch)),)
             except DeviceError as exc:
                 errors.append(f"{device.info.name}: {exc.message}")
         raise DeviceError("no device could load it: " + "; ".join(errors))
+
+    def _place_on(self, names: list[str], artifact: Artifact, max_batch: int) -> tuple[Replica, ...]:
+        """One replica on each named device that loads it; a device that fails is only logged,
+        because the others serve the model (and `/devices` shows that card unhealthy)."""
+        by_name = {d.info.name: d for d in self._devices}
+        replicas, errors = [], []
+        for device in (by_name[n] for n in names):
+            try:
+                replicas.append(Replica(device, device.load(artifact, max_batch)))
+            except FpgaasError as exc:
+                errors.append(f"{device.info.name}: {exc.message}")
+        if not replicas:
+            raise DeviceError("none of its placed devices could load it: " + "; ".join(errors))
+        for error in errors:
+            log.error("%s is served without its replica on %s", artifact.manifest.name, error)
+        return tuple(replicas)
 
     @property
     def devices(self) -> list[Device]:
@@ -154,10 +212,16 @@ class ModelRegistry:
         """Close every kernel, then every device. Idempotent."""
         models, self._models = self.all(), {}
         for model in models:
-            try:
-                model.kernel.close()
-            except Exception:
-                log.exception("closing %s version %s failed", model.name, model.version)
+            for replica in model.replicas:
+                try:
+                    replica.kernel.close()
+                except Exception:
+                    log.exception(
+                        "closing %s version %s on %s failed",
+                        model.name,
+                        model.version,
+                        replica.device.info.name,
+                    )
         for device in self._devices:
             try:
                 device.close()

@@ -6,6 +6,7 @@ negative delays) refuses to start instead. Passed explicitly to `create_app`; ne
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DeviceKind = Literal["emulated", "pynq"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # model and device names
 
 
 class Settings(BaseSettings):
@@ -42,6 +44,23 @@ class Settings(BaseSettings):
         le=16,
         description="with device=pynq: emulated PYNQ cards to install (no hardware needed)",
     )
+    pynq_cards: list[int] | None = Field(
+        default=None,
+        description="with device=pynq: indices in pynq.Device.devices to open (JSON, e.g. [0, 2]); "
+        "default every card",
+    )
+    # Device names are only known once the devices are open, so the registry checks them.
+    placement: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="model name -> the devices to load it on, one replica each (JSON, e.g. "
+        '{"muon-pt": ["pynq-0", "pynq-1"]}); models not listed are spread round-robin',
+    )
+    device_probe_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="seconds between attempts to bring an unhealthy device back into service",
+    )
     max_batch: int = Field(default=1024, ge=1, le=1 << 20, description="rows per device call (buffer size)")
     max_delay_us: int = Field(
         default=500, ge=0, le=10_000_000, description="µs the batcher waits for more rows after the first"
@@ -64,6 +83,29 @@ class Settings(BaseSettings):
         if not value.is_dir():
             raise ValueError(f"model repository {str(value)!r} is not a directory")
         return value.resolve()
+
+    @field_validator("pynq_cards")
+    @classmethod
+    def _distinct_card_indices(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("name at least one card index, or leave it unset for every card")
+            if min(value) < 0 or len(set(value)) != len(value):
+                raise ValueError(f"card indices must be distinct and >= 0, got {value}")
+        return value
+
+    @field_validator("placement")
+    @classmethod
+    def _placement_names_devices(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for model, devices in value.items():
+            if not _NAME.match(model):
+                raise ValueError(f"{model!r} is not a model name")
+            if not devices or len(set(devices)) != len(devices):
+                raise ValueError(f"model {model!r} needs one or more distinct devices, got {devices}")
+            for device in devices:
+                if not _NAME.match(device):
+                    raise ValueError(f"{device!r} (for model {model!r}) is not a device name")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

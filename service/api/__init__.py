@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api import health, models, predict, v2
+from service.api import devices, health, models, predict, v2
 
 # v2 last: its catch-all answers unknown /v2 paths in the protocol's error form.
-routers: tuple[APIRouter, ...] = (predict.router, models.router, health.router, v2.router)
+routers: tuple[APIRouter, ...] = (predict.router, models.router, devices.router, health.router, v2.router)

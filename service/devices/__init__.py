@@ -27,5 +27,9 @@ def create_devices(settings: Settings) -> list[Device]:
         from service.devices.pynq import PynqOptions, open_pynq_devices
 
         options = PynqOptions(kernel_timeout_s=settings.device_timeout_s)
-        return list(open_pynq_devices(emulated_cards=settings.pynq_emulated_cards, options=options))
+        return list(
+            open_pynq_devices(
+                indices=settings.pynq_cards, emulated_cards=settings.pynq_emulated_cards, options=options
+            )
+        )
     raise ValueError(f"unknown device kind {settings.device!r}")

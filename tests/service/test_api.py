@@ -311,7 +311,7 @@ async def test_metrics_after_traffic_show_every_family_with_samples(app_factory,
         ("fpgaas_device_stage_seconds_count", {**stage, "stage": "output_transfer"}, 2),
         ("fpgaas_errors_total", {"model": "tiny", "code": "bad_input"}, 1),
         ("fpgaas_rows_total", {"model": "tiny"}, 10),
-        ("fpgaas_queue_rows", {"model": "tiny"}, 0),
+        ("fpgaas_queue_rows", {"model": "tiny", "device": "emulated-0"}, 0),
         ("fpgaas_inflight_requests", {}, 1),  # this very scrape
     ]
     for name, labels, value in expected:
@@ -329,7 +329,14 @@ async def test_a_full_queue_answers_503_with_retry_after(app_factory, one_model_
         client.post("/predict", json={"model": "tiny", "inputs": first_rows.tolist()})
     )
     deadline = time.monotonic() + 5
-    while sample((await client.get("/metrics")).text, "fpgaas_queue_rows", {"model": "tiny"}) != 10:
+    while (
+        sample(
+            (await client.get("/metrics")).text,
+            "fpgaas_queue_rows",
+            {"model": "tiny", "device": "emulated-0"},
+        )
+        != 10
+    ):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.005)
 

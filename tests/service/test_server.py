@@ -102,7 +102,10 @@ def test_stopping_the_server_answers_accepted_requests(one_model_repo: Path, ref
             for x in inputs
         ]
         deadline = time.monotonic() + 10
-        while 'fpgaas_queue_rows{model="tiny"} 12.0' not in httpx.get(f"{server.url}/metrics").text:
+        while (
+            'fpgaas_queue_rows{device="emulated-0",model="tiny"} 12.0'
+            not in httpx.get(f"{server.url}/metrics").text
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.01)
         server.stop()

@@ -1,0 +1,44 @@
+"""`GET /devices`: every device of the server, its health, and the model versions it holds.
+
+The wire schema lives here, next to its only route, and extends `DeviceOut` of `/models`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from service.api.deps import DataPlaneDep
+from service.api.schemas import DeviceOut
+from service.dataplane import DeviceStatus
+
+router = APIRouter(tags=["devices"])
+
+
+class ResidentModel(BaseModel):
+    name: str
+    version: str
+
+
+class DeviceEntry(DeviceOut):
+    models: list[ResidentModel] = Field(..., description="model versions resident on this device")
+
+    @classmethod
+    def of(cls, d: DeviceStatus) -> DeviceEntry:
+        i = d.info
+        return cls(
+            name=i.name,
+            kind=i.kind,
+            healthy=i.healthy,
+            detail=i.detail,
+            models=[ResidentModel(name=n, version=v) for n, v in d.models],
+        )
+
+
+class DeviceList(BaseModel):
+    devices: list[DeviceEntry] = Field(..., description="in the order the server opened them")
+
+
+@router.get("/devices", response_model=DeviceList, summary="Every device, its health and its models")
+async def list_devices(dataplane: DataPlaneDep) -> DeviceList:
+    return DeviceList(devices=[DeviceEntry.of(d) for d in dataplane.devices()])
