@@ -45,6 +45,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from service.server import serve
     from service.settings import Settings
 
@@ -57,7 +59,13 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if args.device is not None:
         overrides["device"] = args.device
-    serve(Settings(**overrides))  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"fpgaas serve: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    serve(settings)
     return 0
 
 
