@@ -11,6 +11,7 @@ from kernels.engine.errors import UnsupportedLayer
 from kernels.engine.fixedpoint import FixedType, from_float32, to_float32
 from kernels.engine.hls_project import HlsProject, LayerCall, read_project
 from kernels.engine.layers import Activation, Dense, Layer, Normalize
+from kernels.engine.plan import FloatPlan, NotPlannable, compile_plan
 
 _DENSE_KERNEL = "nnet::DenseLatency<data_T, res_T, CONFIG_T>"
 _MULT_PRODUCT = "nnet::product::mult<x_T, y_T>"
@@ -30,6 +31,23 @@ class FixedPointEngine:
         self._layers = tuple(layers)
         self._n_inputs = n_inputs
         self._n_outputs = n_outputs
+        self._plan: FloatPlan | None = None
+        try:
+            self._plan = compile_plan(input_type, list(layers), n_inputs)
+            self._path = "float64 plan"
+        except NotPlannable as exc:
+            self._path = f"int64 layers ({exc})"
+        if self._plan is not None:
+            # Defence in depth: the plan's exactness proof is checked against the reference int64
+            # layers on a probe batch; on any difference the reference layers serve.
+            x = _probe_inputs(input_type, n_inputs)
+            got = np.empty((x.shape[0], n_outputs), dtype=np.float32)
+            self._plan.run(x, got)
+            want = to_float32(self.predict_raw(x), self._layers[-1].out_type)
+            bad = int(np.count_nonzero(got.view(np.uint32) != want.view(np.uint32)))
+            if bad:
+                self._plan = None
+                self._path = f"int64 layers (the float64 plan failed its self-check on {bad} outputs)"
 
     @classmethod
     def from_hls_project(cls, hls_dir: Path, project_name: str = "myproject") -> FixedPointEngine:
@@ -67,16 +85,30 @@ class FixedPointEngine:
     def n_outputs(self) -> int:
         return self._n_outputs
 
+    @property
+    def path(self) -> str:
+        """How `predict` computes: "float64 plan", or "int64 layers (<why not the plan>)"."""
+        return self._path
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """float32 (n, n_inputs) -> float32 (n, n_outputs), as `fpgaas_kernel` computes it.
 
         Other float dtypes are first rounded to float32, as the kernel's C ABI would.
         """
-        raw = self.predict_raw(x)
-        return to_float32(raw, self._layers[-1].out_type)
+        if self._plan is None:
+            return to_float32(self.predict_raw(x), self._layers[-1].out_type)
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self._n_inputs:
+            raise ValueError(f"expected shape (n, {self._n_inputs}), got {x.shape}")
+        out = np.empty((x.shape[0], self._n_outputs), dtype=np.float32)
+        self._plan.run(x, out)
+        return out
 
     def predict_raw(self, x: np.ndarray) -> np.ndarray:
-        """Like `predict` but returns int64 (n, n_outputs): the result type's raw LSB counts."""
+        """Like `predict` but returns int64 (n, n_outputs): the result type's raw LSB counts.
+
+        Always computed by the int64 layers (the reference the float64 plan is checked against).
+        """
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self._n_inputs:
             raise ValueError(f"expected shape (n, {self._n_inputs}), got {x.shape}")
@@ -92,6 +124,19 @@ class FixedPointEngine:
     def describe(self) -> list[dict[str, Any]]:
         """One dict per layer: function, Keras name, the HLS types and (Dense) the compute plan."""
         return [layer.describe() for layer in self._layers]
+
+
+def _probe_inputs(t: FixedType, n_inputs: int, rows: int = 2048) -> np.ndarray:
+    """Deterministic inputs across every scale: the input type's grid and edges, ties, specials."""
+    rng = np.random.default_rng(20261122)
+    lsb = 2.0 ** (-t.frac)
+    grid = rng.integers(t.raw_min, t.raw_max, (rows // 4, n_inputs), endpoint=True) * lsb
+    ties = (rng.integers(-512, 512, (rows // 4, n_inputs)) + 0.5) * 2.0 ** rng.integers(
+        -12, 4, (rows // 4, 1)
+    )
+    wide = rng.normal(0.0, 1.0, (rows // 2 - 8, n_inputs)) * 10.0 ** rng.uniform(-4, 4, (rows // 2 - 8, 1))
+    special = np.array([np.nan, -np.inf, np.inf, 3.4e38, -3.4e38, 1e-45, -0.0, 0.0])[:, None]
+    return np.concatenate([grid, ties, wide, np.repeat(special, n_inputs, axis=1)]).astype(np.float32)
 
 
 def _check_struct(project: HlsProject, struct: str, base: str, call: LayerCall) -> dict[str, str]:

@@ -1,10 +1,11 @@
-"""Build a test network with hls4ml 1.3.0 and record its C simulation (run as a subprocess).
+"""Build test networks with hls4ml 1.3.0 and record their C simulation (run as a subprocess).
 
-    python hls_reference.py NAME OUTDIR N_SAMPLES [REPO_ROOT]
+    python hls_reference.py OUTROOT REPO_ROOT NAME:N_SAMPLES [NAME:N_SAMPLES ...]
 
-writes OUTDIR/hls (the compiled hls4ml project), OUTDIR/x.npy (float32 inputs: in range, far
-out of range, exact ties) and OUTDIR/ref.npy (hls4ml's `predict`, float32). Runs in its own
-process because QKeras needs tf_keras while the "keras3" network needs Keras 3.
+writes, per network, OUTROOT/NAME/hls (the compiled hls4ml project), OUTROOT/NAME/x.npy (float32
+inputs: in range, far out of range, exact ties) and OUTROOT/NAME/ref.npy (hls4ml's `predict`,
+float32). One process builds several networks (TensorFlow is imported once); the "keras3"
+network needs its own process because QKeras needs tf_keras while it needs Keras 3.
 """
 
 from __future__ import annotations
@@ -85,10 +86,12 @@ def build_qkeras(name: str, outdir: Path, rng: np.random.Generator, repo: Path) 
     import tf_keras as keras
     from qkeras import QActivation, QDense, quantized_bits, quantized_relu
 
-    inp = keras.layers.Input(shape=(27,) if name == "muon" else (8,), name="input_1")
+    inp = keras.layers.Input(shape=(27,) if name == "muon_narrow" else (8,), name="input_1")
     overrides: dict[str, dict[str, str]] = {}
     default = "fixed<16,6>"
-    if name == "muon":
+    if name == "muon_narrow":
+        # The paper's model with every unfixed type at the default ap_fixed<16,6>, accumulators
+        # included: each product is truncated before the sum (the engine's correction path).
         saved = repo / "models" / "muon-pt.h5"
         if saved.is_file():
             from qkeras.utils import load_qmodel
@@ -282,11 +285,8 @@ def inputs(n_inputs: int, n: int, scale: float, rng: np.random.Generator) -> np.
     return x[rng.permutation(n)]
 
 
-def main() -> None:
-    name, outdir, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-    repo = Path(sys.argv[4]) if len(sys.argv) > 4 else Path.cwd()
-    if name != "keras3":
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+def build(name: str, outdir: Path, n: int, repo: Path) -> None:
+    """Build one network into outdir (see the module docstring)."""
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     hls_dir = outdir / "hls"
     if name == "keras3":
@@ -304,6 +304,17 @@ def main() -> None:
     ref = np.asarray(hm.predict(x), dtype=np.float32).reshape(n, -1)
     np.save(outdir / "x.npy", x)
     np.save(outdir / "ref.npy", ref)
+
+
+def main() -> None:
+    root, repo = Path(sys.argv[1]), Path(sys.argv[2])
+    jobs = [(arg.split(":")[0], int(arg.split(":")[1])) for arg in sys.argv[3:]]
+    if all(name != "keras3" for name, _ in jobs):
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    elif len(jobs) > 1:
+        raise SystemExit("keras3 needs a process of its own")
+    for name, n in jobs:
+        build(name, root / name, n, repo)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from reference_nets import N_SAMPLES, NAMED, RANDOM, REPO, Reference
+from reference_nets import N_SAMPLES, NAMED, RANDOM, REPO, SPECIAL_VALUES, Reference
 
 from kernels.engine import FixedPointEngine, UnsupportedLayer
 from kernels.errors import FpgaasError
@@ -27,6 +27,42 @@ def test_every_output_bit_equals_the_c_simulation(references: dict[str, Referenc
     assert len(ref.x) >= N_SAMPLES
     bad = _mismatching_samples(engine, ref)
     assert bad.size == 0, f"{bad.size} samples differ, first inputs {ref.x[bad[:2]]}"
+
+
+def test_the_served_model_runs_on_the_float64_plan(references: dict[str, Reference]) -> None:
+    """The builder's muon artifact (wide `auto` accumulators) takes the fast path for every layer."""
+    engine = FixedPointEngine.from_hls_project(references["muon"].hls_dir)
+    assert engine.path == "float64 plan"
+    assert all(d["plan"] == "blas-float64" for d in engine.describe() if d["function"] == "dense")
+
+
+def test_narrow_accumulators_take_the_int64_correction_path(references: dict[str, Reference]) -> None:
+    engine = FixedPointEngine.from_hls_project(references["muon_narrow"].hls_dir)
+    assert engine.path.startswith("int64 layers") and "drops 10 bits" in engine.path
+    assert all("10-bit correction" in d["plan"] for d in engine.describe() if d["function"] == "dense")
+
+
+def test_non_finite_and_huge_inputs_equal_the_c_simulation(references: dict[str, Reference]) -> None:
+    """NaN, +-inf, float32 extremes, subnormals and -0.0 (rows appended to the muon inputs)."""
+    ref = references["muon"]
+    special = np.isin(ref.x, SPECIAL_VALUES) | np.isnan(ref.x)
+    rows = special.all(axis=1)
+    assert rows.sum() >= 8 * len(SPECIAL_VALUES) and np.isnan(ref.x[rows]).any()
+    engine = FixedPointEngine.from_hls_project(ref.hls_dir)
+    y = engine.predict(ref.x[rows])
+    assert np.array_equal(y.view(np.uint32), ref.y[rows].view(np.uint32))
+
+
+@pytest.mark.parametrize("name", ["muon", "sat_rnd", "unsigned_wide", "batchnorm", "keras3"])
+def test_every_batch_size_and_chunk_boundary_equals_the_c_simulation(
+    references: dict[str, Reference], name: str
+) -> None:
+    """Batch sizes 1..40 and one chunk boundary: the buffers per batch size give the same bits."""
+    ref = references[name]
+    engine = FixedPointEngine.from_hls_project(ref.hls_dir)
+    for n in (*range(1, 41), 2047, 2049, 4100):
+        x = ref.x[:n]
+        assert np.array_equal(engine.predict(x).view(np.uint32), ref.y[:n].view(np.uint32)), n
 
 
 def test_inputs_reach_wrap_and_saturation(references: dict[str, Reference]) -> None:

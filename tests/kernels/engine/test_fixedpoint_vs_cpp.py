@@ -104,20 +104,29 @@ def _cpp_case(i: int, c: Case) -> str:
     return f"{arrays}static void case{i}() {{ for (int j = 0; j < {n}; j++) {{ {expr} }} }}\n"
 
 
-def _run_cpp(cases: list[Case], workdir: Path) -> list[np.ndarray]:
+def _run_cpp(cases: list[Case], workdir: Path) -> list[np.ndarray | str]:
+    """Each case's ap_types results, or the error text when ap_types itself aborts on it."""
     src = [
-        '#include "ap_fixed.h"\n#include "ap_int.h"\n#include <cmath>\n#include <cstdio>\n',
+        '#include "ap_fixed.h"\n#include "ap_int.h"\n#include <cmath>\n#include <cstdio>\n#include <cstdlib>\n',
         'static void out(double d) { std::printf("%a\\n", d); }\n',
     ]
     src += [_cpp_case(i, c) for i, c in enumerate(cases)]
-    src.append("int main() {\n" + "".join(f"  case{i}();\n" for i in range(len(cases))) + "  return 0;\n}\n")
+    src.append(
+        "int main(int argc, char** argv) {\n  switch (std::atoi(argv[1])) {\n"
+        + "".join(f"    case {i}: case{i}(); break;\n" for i in range(len(cases)))
+        + "  }\n  return 0;\n}\n"
+    )
     cpp, exe = workdir / "ref.cpp", workdir / "ref"
     cpp.write_text("".join(src))
     subprocess.run(["g++", "-O1", "-w", f"-I{AP_TYPES}", str(cpp), "-o", str(exe)], check=True, timeout=300)
-    lines = subprocess.run([str(exe)], check=True, capture_output=True, text=True, timeout=60).stdout.split()
-    values = np.array([float.fromhex(s) for s in lines])
-    sizes = np.cumsum([len(c.values[0]) for c in cases])[:-1]
-    return np.split(values, sizes)
+    results: list[np.ndarray | str] = []
+    for i in range(len(cases)):
+        proc = subprocess.run([str(exe), str(i)], capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            results.append(proc.stderr.strip() or f"exit status {proc.returncode}")
+        else:
+            results.append(np.array([float.fromhex(v) for v in proc.stdout.split()]))
+    return results
 
 
 def _raw(values: np.ndarray, t: FixedType) -> np.ndarray:
@@ -189,7 +198,14 @@ def test_every_primitive_matches_ap_types(
     batch: list[Case], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     expected = _run_cpp(batch, tmp_path_factory.mktemp("apref"))
+    refused = [(case, want) for case, want in zip(batch, expected, strict=True) if isinstance(want, str)]
+    # ap_types itself aborts on a few exotic casts (an assert in ap_private::get_bit when every
+    # source bit lies below the target's LSB, negative integer widths): nothing to compare there.
+    assert all("Assertion" in want or want.startswith("ERROR:") for _, want in refused), refused
+    assert len(refused) <= len(batch) // 10, refused
     for case, want in zip(batch, expected, strict=True):
+        if isinstance(want, str):
+            continue
         got = _engine(case)
         bad = np.flatnonzero(~((got == want) | (np.isnan(got) & np.isnan(want))))
         assert bad.size == 0, (
