@@ -62,6 +62,7 @@ class ModelMetadata:
     outputs: tuple[TensorMetadata, ...]
     device: DeviceInfo  # the first healthy replica's device (else the first replica's)
     engine: str
+    engine_note: str
     xclbin_status: str
     max_batch: int
     backend: str
@@ -287,6 +288,7 @@ class DataPlane:
             outputs=tuple(TensorMetadata(t.name, t.dtype, t.shape, t.fixed_point) for t in manifest.outputs),
             device=next((i for i in infos if i.healthy), infos[0]),
             engine=manifest.engine,
+            engine_note=manifest.engine_note,
             xclbin_status=manifest.binaries.xclbin_status,
             max_batch=m.replicas[0].kernel.max_batch,  # every replica was loaded with the same
             backend=manifest.backend,

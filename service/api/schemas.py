@@ -64,6 +64,7 @@ class ModelOut(BaseModel):
     outputs: list[TensorOut]
     device: DeviceOut
     engine: str = Field(..., description="CPU implementation serving emulation, from the manifest")
+    engine_note: str = Field("", description="why the builder chose that engine")
     xclbin_status: str = Field(..., description='"built", or why there is no xclbin')
     max_batch: int = Field(..., description="rows per device call")
     backend: str
@@ -82,6 +83,7 @@ class ModelOut(BaseModel):
             outputs=[TensorOut.of(t) for t in m.outputs],
             device=DeviceOut(name=d.name, kind=d.kind, healthy=d.healthy, detail=d.detail),
             engine=m.engine,
+            engine_note=m.engine_note,
             xclbin_status=m.xclbin_status,
             max_batch=m.max_batch,
             backend=m.backend,

@@ -263,7 +263,8 @@ async def test_models_describe_shapes_types_device_and_engine(
         "healthy": True,
         "detail": tiny["device"]["detail"],
     }
-    assert tiny["engine"] == manifest.engine
+    assert (tiny["engine"], tiny["engine_note"]) == (manifest.engine, manifest.engine_note)
+    assert tiny["engine"] == "fixed-point-engine" and "bit-identical" in tiny["engine_note"]
     assert tiny["xclbin_status"] == manifest.binaries.xclbin_status
     assert tiny["max_batch"] == 1024
     v1 = (await client.get("/models/tiny", params={"version": "1"})).json()
