@@ -25,14 +25,7 @@ class DeviceEntry(DeviceOut):
 
     @classmethod
     def of(cls, d: DeviceStatus) -> DeviceEntry:
-        i = d.info
-        return cls(
-            name=i.name,
-            kind=i.kind,
-            healthy=i.healthy,
-            detail=i.detail,
-            models=[ResidentModel(name=n, version=v) for n, v in d.models],
-        )
+        return cls(**cls.fields_of(d.info), models=[ResidentModel(name=n, version=v) for n, v in d.models])
 
 
 class DeviceList(BaseModel):

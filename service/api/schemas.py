@@ -7,9 +7,12 @@ errors do not name the offending row and column.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.dataplane import ModelMetadata, Readiness, TensorMetadata
+from service.devices.base import DeviceInfo
 from service.registry import RefusedArtifact
 
 
@@ -55,6 +58,11 @@ class DeviceOut(BaseModel):
     healthy: bool
     detail: str
 
+    @classmethod
+    def fields_of(cls, info: DeviceInfo) -> dict[str, Any]:
+        """The wire fields of a device's state (subclasses add their own)."""
+        return {"name": info.name, "kind": info.kind, "healthy": info.healthy, "detail": info.detail}
+
 
 class ModelOut(BaseModel):
     name: str
@@ -74,14 +82,13 @@ class ModelOut(BaseModel):
 
     @classmethod
     def of(cls, m: ModelMetadata) -> ModelOut:
-        d = m.device
         return cls(
             name=m.name,
             version=m.version,
             versions=list(m.versions),
             inputs=[TensorOut.of(t) for t in m.inputs],
             outputs=[TensorOut.of(t) for t in m.outputs],
-            device=DeviceOut(name=d.name, kind=d.kind, healthy=d.healthy, detail=d.detail),
+            device=DeviceOut(**DeviceOut.fields_of(m.device)),
             engine=m.engine,
             engine_note=m.engine_note,
             xclbin_status=m.xclbin_status,
