@@ -41,7 +41,7 @@ $(REPOSITORY)/$(MODEL_NAME)/1/manifest.json: $(MODEL) | install
 lint: install
 	$(BIN)/ruff check service builder client kernels fpgaas tests benchmarks examples
 	$(BIN)/ruff format --check service builder client kernels fpgaas tests benchmarks examples
-	$(BIN)/mypy service builder client kernels fpgaas
+	$(BIN)/mypy -p fpgaas
 
 bench: install model
 	$(BIN)/python benchmarks/bench_engine.py

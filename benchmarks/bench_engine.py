@@ -3,7 +3,7 @@ C simulation, the artifact's own emulation library and the float Keras model.
 
     python benchmarks/bench_engine.py [--artifact model_repository/muon-pt/1] [--model models/muon-pt.h5]
 
-Without `--artifact` the model is built with `builder.build` into a temp dir (as `make model`
+Without `--artifact` the model is built with `fpgaas.builder.build` into a temp dir (as `make model`
 does). The hls4ml reference is a second conversion of the same model with the builder's options,
 compiled by hls4ml. Prints a markdown table; each figure is the best of a few timed repeats of
 at least ~0.3 s of CPU time each, in one process pinned to one CPU with every thread pool at 1.
@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "kernels" / "engine"))
 
-from kernels.artifact import load_artifact  # noqa: E402
-from kernels.engine import FixedPointEngine  # noqa: E402
-from kernels.twin import KernelLibrary  # noqa: E402
+from fpgaas.kernels.artifact import load_artifact  # noqa: E402
+from fpgaas.kernels.engine import FixedPointEngine  # noqa: E402
+from fpgaas.kernels.twin import KernelLibrary  # noqa: E402
 
 BATCHES = (1, 64, 1024, 65536)
 ENGINE = "engine (numpy)"
@@ -75,9 +75,9 @@ def main() -> None:
     import tensorflow as tf
     from qkeras.utils import load_qmodel
 
-    from builder import build
-    from builder.convert import ConvertOptions, convert
-    from builder.load import scan_model
+    from fpgaas.builder import build
+    from fpgaas.builder.convert import ConvertOptions, convert
+    from fpgaas.builder.load import scan_model
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kernels.artifact import Artifact
+from fpgaas.kernels.artifact import Artifact
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -42,7 +42,7 @@ Call = Callable[[], tuple[float, float, float]]  # one call -> (to_device, kerne
 
 
 def pynq_device_path(artifact: Artifact, x: np.ndarray, card: int, stack: ExitStack) -> Call:
-    from service.devices.pynq import PynqDevice
+    from fpgaas.service.devices.pynq import PynqDevice
 
     device = PynqDevice(card)
     stack.callback(device.close)
@@ -59,7 +59,7 @@ def pynq_naive_path(artifact: Artifact, x: np.ndarray, card: int, stack: ExitSta
     """The source paper's sequence with the buffers allocated inside every call."""
     import pynq
 
-    from kernels.xclbin import EMULATION_XCLBIN
+    from fpgaas.kernels.xclbin import EMULATION_XCLBIN
 
     target = pynq.Device.devices[card]
     overlay = pynq.Overlay(str(artifact.file(EMULATION_XCLBIN)), device=target)
@@ -88,7 +88,7 @@ def pynq_naive_path(artifact: Artifact, x: np.ndarray, card: int, stack: ExitSta
 
 def library_path(artifact: Artifact, x: np.ndarray, card: int, stack: ExitStack) -> Call:
     """No PYNQ: copy in, run the kernel library, copy out."""
-    from kernels.twin import KernelLibrary
+    from fpgaas.kernels.twin import KernelLibrary
 
     lib = KernelLibrary.from_artifact(artifact)
     x_buf = np.empty_like(x)
@@ -114,7 +114,7 @@ def measure(artifact: Artifact, x: np.ndarray, calls: int, warmup: int) -> dict[
     """Time every path on the same batch, interleaved call by call so load drifts hit all alike."""
     import pynq
 
-    from service.devices.pynq_emulation import install_emulated_cards
+    from fpgaas.service.devices.pynq_emulation import install_emulated_cards
 
     cards = [pynq.Device.devices.index(c) for c in install_emulated_cards(2)[:2]]
     out: dict[str, Timings] = {name: {s: [] for s in STAGES} for name in PATHS}
@@ -137,10 +137,10 @@ def _us(t0: float, t1: float, t2: float, t3: float) -> tuple[float, float, float
 
 
 def _artifact(path: str | None, workdir: Path) -> Artifact:
-    from kernels.artifact import load_artifact
+    from fpgaas.kernels.artifact import load_artifact
 
     if path is None:
-        from builder import build
+        from fpgaas.builder import build
         from examples.muon.model import build_model
 
         model = workdir / "muon-pt.h5"

@@ -2,7 +2,7 @@
 
 This is what XRT software emulation does with the kernel source: the same C++ as the FPGA kernel,
 built for the CPU. The result exports `fpgaas_kernel` and the multi-threaded `fpgaas_kernel_batch` (see
-`kernels.twin.KernelLibrary`).
+`fpgaas.kernels.twin.KernelLibrary`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from builder.tools import require, run_logged
+from fpgaas.builder.tools import require, run_logged
 
 COMPILER: Final = "g++"
 # hls4ml's build_lib.sh uses -O3 -fPIC (and -fno-gnu-unique so reloads get fresh statics). No

@@ -1,6 +1,6 @@
 """Stage 2: convert a scanned Keras 2 / QKeras model with hls4ml and write the HLS project.
 
-The architecture comes from `builder.load.scan_model` and the weights from the same file through
+The architecture comes from `fpgaas.builder.load.scan_model` and the weights from the same file through
 hls4ml's `KerasFileReader`, so no Keras model is instantiated. hls4ml 1.3.0 would pick its Keras 3
 front end from the installed `keras`, so the Keras 2 parser (`parse_keras_model`) is called directly
 and the per-layer configuration is built the way hls4ml's `config_from_keras_model(granularity="name")`
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from builder.load import ScannedModel
-from kernels.errors import BadInput, BuildError
+from fpgaas.builder.load import ScannedModel
+from fpgaas.kernels.errors import BadInput, BuildError
 
 PROJECT_NAME: Final = "myproject"
 BACKEND: Final = "Vitis"

@@ -1,6 +1,6 @@
 """Stage 5b: choose the CPU implementation that serves the artifact without a card.
 
-The fixed-point engine (`kernels.engine`) computes the kernel's bits with vectorized integer
+The fixed-point engine (`fpgaas.kernels.engine`) computes the kernel's bits with vectorized integer
 arithmetic, far faster than the g++-built C simulation. It is chosen only when it supports every
 layer and, on a self-check batch that exercises rounding, wrap and saturation, equals the kernel
 library bit for bit; otherwise the kernel library serves, and the manifest says why.
@@ -14,8 +14,8 @@ from typing import Final
 
 import numpy as np
 
-from kernels.errors import ArtifactError
-from kernels.twin import ENGINE_FIXED_POINT, ENGINE_LIBRARY, KernelLibrary
+from fpgaas.kernels.errors import ArtifactError
+from fpgaas.kernels.twin import ENGINE_FIXED_POINT, ENGINE_LIBRARY, KernelLibrary
 
 SELF_CHECK_ROWS: Final = 4096
 
@@ -40,7 +40,7 @@ def self_check_inputs(n_inputs: int, rows: int = SELF_CHECK_ROWS, seed: int = 0)
 
 
 def choose_engine(hls_dir: Path, project: str, library: KernelLibrary) -> EngineChoice:
-    from kernels.engine import FixedPointEngine
+    from fpgaas.kernels.engine import FixedPointEngine
 
     try:
         engine = FixedPointEngine.from_hls_project(hls_dir, project)

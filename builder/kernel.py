@@ -13,8 +13,8 @@ from pathlib import Path
 from string import Template
 from typing import Any, Final
 
-from kernels.artifact import TensorSpec
-from kernels.errors import BadInput
+from fpgaas.kernels.artifact import TensorSpec
+from fpgaas.kernels.errors import BadInput
 
 KERNEL_NAME: Final = "fpgaas_kernel"
 KERNEL_SOURCE: Final = f"{KERNEL_NAME}.cpp"

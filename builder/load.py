@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import h5py
 
-from kernels.errors import BadInput, UnsafeModel
+from fpgaas.kernels.errors import BadInput, UnsafeModel
 
 MODEL_CLASSES: Final = frozenset({"Functional", "Model", "Sequential"})
 LAYER_CLASSES: Final = frozenset(

@@ -1,7 +1,7 @@
 """Stage 6: copy the source model in, describe the build in the manifest, seal and publish.
 
 A build happens in a staging directory next to the destination; `publish` renames it into place
-only after `kernels.artifact.write_manifest` sealed it, so a failed build leaves no half-written
+only after `fpgaas.kernels.artifact.write_manifest` sealed it, so a failed build leaves no half-written
 artifact at the destination (its logs are kept next to it, see `keep_logs`).
 """
 
@@ -15,14 +15,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from builder.convert import BACKEND, IO_TYPE
-from builder.engine import EngineChoice
-from builder.kernel import KERNEL_NAME, KernelSource
-from builder.synthesize import VPP, XclbinResult
-from builder.tools import version_line
-from kernels.artifact import MANIFEST_NAME, Binaries, LayerTypes, Manifest, write_manifest
-from kernels.errors import ArtifactError
-from kernels.xclbin import EMULATION_XCLBIN, write_emulation_xclbin
+from fpgaas.builder.convert import BACKEND, IO_TYPE
+from fpgaas.builder.engine import EngineChoice
+from fpgaas.builder.kernel import KERNEL_NAME, KernelSource
+from fpgaas.builder.synthesize import VPP, XclbinResult
+from fpgaas.builder.tools import version_line
+from fpgaas.kernels.artifact import MANIFEST_NAME, Binaries, LayerTypes, Manifest, write_manifest
+from fpgaas.kernels.errors import ArtifactError
+from fpgaas.kernels.xclbin import EMULATION_XCLBIN, write_emulation_xclbin
 
 
 def staging_dir(out: Path) -> Path:

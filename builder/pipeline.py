@@ -15,16 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from builder import package
-from builder.compile import compile_emulation
-from builder.convert import DEFAULT_PART, ConvertOptions, convert
-from builder.engine import choose_engine
-from builder.kernel import write_kernel
-from builder.load import scan_model
-from builder.synthesize import DEFAULT_PLATFORM, synthesize
-from kernels.artifact import Artifact, load_artifact
-from kernels.errors import BadInput, BuildError
-from kernels.twin import KernelLibrary
+from fpgaas.builder import package
+from fpgaas.builder.compile import compile_emulation
+from fpgaas.builder.convert import DEFAULT_PART, ConvertOptions, convert
+from fpgaas.builder.engine import choose_engine
+from fpgaas.builder.kernel import write_kernel
+from fpgaas.builder.load import scan_model
+from fpgaas.builder.synthesize import DEFAULT_PLATFORM, synthesize
+from fpgaas.kernels.artifact import Artifact, load_artifact
+from fpgaas.kernels.errors import BadInput, BuildError
+from fpgaas.kernels.twin import KernelLibrary
 
 _LOG = logging.getLogger("fpgaas.builder")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from builder.kernel import KERNEL_NAME
-from builder.tools import run_logged
-from kernels.errors import BuildError
+from fpgaas.builder.kernel import KERNEL_NAME
+from fpgaas.builder.tools import run_logged
+from fpgaas.kernels.errors import BuildError
 
 VPP: Final = "v++"
 DEFAULT_PLATFORM: Final = "xilinx_u250_gen3x16_xdma_4_1_202210_1"

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from kernels.errors import BuildError, ToolMissing
+from fpgaas.kernels.errors import BuildError, ToolMissing
 
 
 def require(tool: str, purpose: str) -> str:

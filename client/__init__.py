@@ -1,6 +1,6 @@
 """fpgaas client SDK: numpy in, numpy out, over HTTP. Needs only httpx and numpy.
 
-    from client import Client, AsyncClient
+    from fpgaas.client import Client, AsyncClient
 
     with Client("http://127.0.0.1:8000") as c:
         y = c.predict(x)                # float32 (n_samples, n_outputs)
@@ -9,13 +9,13 @@
         y = await c.predict(x)
 
 Small batches go as JSON, large ones as raw little-endian float32 (see `binary_threshold`).
-Errors are drawn in `client._errors`; every one derives from `FpgaasClientError`.
+Errors are drawn in `fpgaas.client._errors`; every one derives from `FpgaasClientError`.
 """
 
 from __future__ import annotations
 
-from client._async import AsyncClient
-from client._errors import (
+from fpgaas.client._async import AsyncClient
+from fpgaas.client._errors import (
     BadRequest,
     FpgaasClientError,
     InvalidResponse,
@@ -26,9 +26,9 @@ from client._errors import (
     ServerUnavailable,
     TransportError,
 )
-from client._retry import RetryPolicy
-from client._sync import Client
-from client._types import ModelInfo, Prediction, TensorInfo
+from fpgaas.client._retry import RetryPolicy
+from fpgaas.client._sync import Client
+from fpgaas.client._types import ModelInfo, Prediction, TensorInfo
 
 __all__ = [
     "AsyncClient",

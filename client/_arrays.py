@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from client._errors import InvalidResponse
+from fpgaas.client._errors import InvalidResponse
 
 # Little-endian float32 whatever the host's byte order: the wire format of binary bodies.
 WIRE_DTYPE = np.dtype("<f4")

@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
-from client._base import DEFAULT_URL, ClientBase
-from client._errors import ServerError, TransportError, translate_transport_error
-from client._protocol import Call, Request
-from client._types import ModelInfo, Prediction
+from fpgaas.client._base import DEFAULT_URL, ClientBase
+from fpgaas.client._errors import ServerError, TransportError, translate_transport_error
+from fpgaas.client._protocol import Call, Request
+from fpgaas.client._types import ModelInfo, Prediction
 
 T = TypeVar("T")
 

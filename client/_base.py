@@ -7,12 +7,12 @@ from typing import Any
 
 import httpx
 
-from client._arrays import as_batch
-from client._fpgaas import FpgaasProtocol
-from client._protocol import Call, WireProtocol
-from client._retry import RetryPolicy
-from client._types import Prediction
-from client._v2 import V2Protocol
+from fpgaas.client._arrays import as_batch
+from fpgaas.client._fpgaas import FpgaasProtocol
+from fpgaas.client._protocol import Call, WireProtocol
+from fpgaas.client._retry import RetryPolicy
+from fpgaas.client._types import Prediction
+from fpgaas.client._v2 import V2Protocol
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_BINARY_THRESHOLD = FpgaasProtocol.default_binary_threshold

@@ -14,10 +14,10 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 
-from client._arrays import from_bytes, from_json_rows, parse_shape, to_json_rows
-from client._errors import InvalidResponse
-from client._protocol import Call, Request, error_from_response, json_body, json_request
-from client._types import ModelInfo, Prediction, TensorInfo
+from fpgaas.client._arrays import from_bytes, from_json_rows, parse_shape, to_json_rows
+from fpgaas.client._errors import InvalidResponse
+from fpgaas.client._protocol import Call, Request, error_from_response, json_body, json_request
+from fpgaas.client._types import ModelInfo, Prediction, TensorInfo
 
 OCTET_STREAM = "application/octet-stream"
 

@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import httpx
 import numpy as np
 
-from client._errors import (
+from fpgaas.client._errors import (
     BadRequest,
     InvalidResponse,
     ModelNotFoundError,
@@ -30,7 +30,7 @@ from client._errors import (
     ServerOverloaded,
     ServerUnavailable,
 )
-from client._types import ModelInfo, Prediction
+from fpgaas.client._types import ModelInfo, Prediction
 
 T = TypeVar("T")
 

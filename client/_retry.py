@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from client._errors import FpgaasClientError, ServerOverloaded, ServerUnavailable, TransportError
+from fpgaas.client._errors import FpgaasClientError, ServerOverloaded, ServerUnavailable, TransportError
 
 
 @dataclass(frozen=True)

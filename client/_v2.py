@@ -22,10 +22,10 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 
-from client._arrays import check_width
-from client._errors import InvalidResponse, ModelNotFoundError, ServerError
-from client._protocol import Call, Request, error_from_response, json_body, json_request
-from client._types import ModelInfo, Prediction, TensorInfo
+from fpgaas.client._arrays import check_width
+from fpgaas.client._errors import InvalidResponse, ModelNotFoundError, ServerError
+from fpgaas.client._protocol import Call, Request, error_from_response, json_body, json_request
+from fpgaas.client._types import ModelInfo, Prediction, TensorInfo
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 OCTET_STREAM = "application/octet-stream"

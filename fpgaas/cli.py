@@ -18,8 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _build(args: argparse.Namespace) -> int:
-    from builder import build
-    from kernels.errors import FpgaasError
+    from fpgaas.builder import build
+    from fpgaas.kernels.errors import FpgaasError
 
     options: dict[str, str] = {}
     if args.part:
@@ -47,8 +47,8 @@ def _build(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from service.server import serve
-    from service.settings import Settings
+    from fpgaas.service.server import serve
+    from fpgaas.service.settings import Settings
 
     overrides: dict[str, object] = {}
     if args.repository is not None:

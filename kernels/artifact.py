@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernels.errors import ArtifactError, ArtifactIntegrityError
+from fpgaas.kernels.errors import ArtifactError, ArtifactIntegrityError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -82,7 +82,7 @@ class Manifest:
     source_model: str  # relative path of the uploaded model
     toolchain: dict[str, str]  # tool -> version (hls4ml, g++, v++, python, fpgaas)
     binaries: Binaries
-    engine: str = "kernel-library"  # which CPU implementation serves emulation (kernels.twin)
+    engine: str = "kernel-library"  # which CPU implementation serves emulation (fpgaas.kernels.twin)
     engine_note: str = ""  # why that one
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     schema_version: int = SCHEMA_VERSION

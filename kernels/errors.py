@@ -6,7 +6,7 @@
     ├── ModelNotFound           404  no model (or version) of that name is loaded
     ├── ArtifactError           500  an artifact cannot be read or is inconsistent
     │   ├── ArtifactIntegrityError   a file's sha256 differs from the manifest
-    │   └── UnsupportedLayer         the fixed-point engine cannot run a layer (kernels.engine.errors)
+    │   └── UnsupportedLayer         the fixed-point engine cannot run a layer (fpgaas.kernels.engine.errors)
     ├── UnsafeModel             400  a model file would need code execution to load
     ├── BuildError              500  a builder stage failed (names the log)
     │   └── ToolMissing         500  an external tool (v++, g++, vitis_hls) is not on PATH

@@ -8,7 +8,7 @@ Two implementations of one `CpuKernel` shape, chosen by the artifact's manifest 
   `fpgaas_kernel_batch(x, y, n, threads)`. Calls release the GIL (ctypes does for CDLL functions) and
   the kernel is stateless, so one `KernelLibrary` may be used from many threads at once. The shared
   library stays mapped for the life of the process (ctypes never unloads it).
-- `EngineKernel`: `kernels.engine.FixedPointEngine`, the same bits computed with vectorized integer
+- `EngineKernel`: `fpgaas.kernels.engine.FixedPointEngine`, the same bits computed with vectorized integer
   arithmetic from the types hls4ml generated; the builder selects it only after checking it equals
   the library bit for bit.
 """
@@ -22,8 +22,8 @@ from typing import Any, Final, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from kernels.artifact import Artifact
-from kernels.errors import ArtifactError, BadInput
+from fpgaas.kernels.artifact import Artifact
+from fpgaas.kernels.errors import ArtifactError, BadInput
 
 KERNEL_SYMBOL: Final = "fpgaas_kernel"
 BATCH_SYMBOL: Final = "fpgaas_kernel_batch"
@@ -131,7 +131,7 @@ class CpuKernel(Protocol):
 
 
 class EngineKernel:
-    """`kernels.engine.FixedPointEngine` in the `CpuKernel` shape."""
+    """`fpgaas.kernels.engine.FixedPointEngine` in the `CpuKernel` shape."""
 
     def __init__(self, engine: Any) -> None:
         self._engine = engine
@@ -156,7 +156,7 @@ def open_cpu_kernel(artifact: Artifact) -> KernelLibrary | EngineKernel:
     """The CPU implementation the artifact's manifest names (`engine`)."""
     engine = artifact.manifest.engine
     if engine == ENGINE_FIXED_POINT:
-        from kernels.engine import FixedPointEngine
+        from fpgaas.kernels.engine import FixedPointEngine
 
         project = artifact.manifest.project_name
         return EngineKernel(FixedPointEngine.from_hls_project(artifact.path / "hls", project))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from kernels.errors import ArtifactError
+from fpgaas.kernels.errors import ArtifactError
 
 EMULATION_XCLBIN = "xclbin/emulation.xclbin"  # where an artifact holds it, relative path
 MAGIC = b"xclbin2\x00"

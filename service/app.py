@@ -15,14 +15,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from service.api import routers
-from service.api.errors import install_error_handlers
-from service.batching import BatchPolicy
-from service.dataplane import DataPlane
-from service.devices import create_devices
-from service.metrics import RequestMetricsMiddleware, ServiceMetrics
-from service.registry import ModelRegistry
-from service.settings import Settings
+from fpgaas.service.api import routers
+from fpgaas.service.api.errors import install_error_handlers
+from fpgaas.service.batching import BatchPolicy
+from fpgaas.service.dataplane import DataPlane
+from fpgaas.service.devices import create_devices
+from fpgaas.service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from fpgaas.service.registry import ModelRegistry
+from fpgaas.service.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.errors import DeviceError, DeviceTimeout, FpgaasError, NotReady, Overloaded, PayloadTooLarge
-from service.devices.base import LoadedKernel
-from service.metrics import ServiceMetrics
+from fpgaas.kernels.errors import DeviceError, DeviceTimeout, FpgaasError, NotReady, Overloaded, PayloadTooLarge
+from fpgaas.service.devices.base import LoadedKernel
+from fpgaas.service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The protocol-agnostic core of the server: model lookup, input checks, batching.
 
-Front ends (`service.api` for the fpgaas routes, `service.api.v2` for the Open Inference
+Front ends (`fpgaas.service.api` for the fpgaas routes, `fpgaas.service.api.v2` for the Open Inference
 Protocol) turn their wire format into numpy rows and call `DataPlane`; nothing here knows about
-HTTP or about which kind of device a replica runs on. Errors are `kernels.errors` exceptions
+HTTP or about which kind of device a replica runs on. Errors are `fpgaas.kernels.errors` exceptions
 carrying their status. Lifetime: `DataPlane.start` inside the running event loop, `close` at
 shutdown (drains, then closes the registry).
 
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.errors import BadInput, DeviceError, FpgaasError, NotReady
-from service.batching import Batcher, BatchPolicy
-from service.devices.base import Device, DeviceInfo
-from service.metrics import ServiceMetrics
-from service.registry import LoadedModel, ModelRegistry, RefusedArtifact
+from fpgaas.kernels.errors import BadInput, DeviceError, FpgaasError, NotReady
+from fpgaas.service.batching import Batcher, BatchPolicy
+from fpgaas.service.devices.base import Device, DeviceInfo
+from fpgaas.service.metrics import ServiceMetrics
+from fpgaas.service.registry import LoadedModel, ModelRegistry, RefusedArtifact
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from service.devices.base import StageTimes
+from fpgaas.service.devices.base import StageTimes
 
 # 10 µs .. 10 s, three buckets per decade.
 SECONDS_BUCKETS: tuple[float, ...] = (

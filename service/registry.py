@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kernels.artifact import Artifact, load_artifact
-from kernels.errors import ArtifactError, DeviceError, FpgaasError, ModelNotFound
-from service.devices.base import Device, LoadedKernel
+from fpgaas.kernels.artifact import Artifact, load_artifact
+from fpgaas.kernels.errors import ArtifactError, DeviceError, FpgaasError, ModelNotFound
+from fpgaas.service.devices.base import Device, LoadedKernel
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import logging
 
 import uvicorn
 
-from service.app import create_app
-from service.settings import Settings
+from fpgaas.service.app import create_app
+from fpgaas.service.settings import Settings
 
 
 def serve(settings: Settings) -> None:

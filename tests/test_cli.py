@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kernels.artifact import load_artifact
+from fpgaas.kernels.artifact import load_artifact
 from tests.fixtures.models import make_small_qkeras_model
 
 REPO = Path(__file__).resolve().parents[1]

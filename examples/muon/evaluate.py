@@ -34,14 +34,14 @@ def fixed_point_kernel(model_path: Path, work_dir: Path) -> Any:
 
     Returns the artifact's CPU twin, whose outputs equal hls4ml's C simulation bit for bit.
     """
-    from kernels.artifact import load_artifact
-    from kernels.twin import KernelLibrary
+    from fpgaas.kernels.artifact import load_artifact
+    from fpgaas.kernels.twin import KernelLibrary
 
     out = work_dir / "muon-pt" / "1"
     if (out / "manifest.json").is_file():
         artifact = load_artifact(out)
     else:
-        from builder import build
+        from fpgaas.builder import build
 
         artifact = build(model_path, name="muon-pt", out=out)
     return KernelLibrary.from_artifact(artifact)

@@ -11,8 +11,8 @@ float64 numpy calls per layer, used when exactness is proven), `engine` (picks a
 
 from __future__ import annotations
 
-from kernels.engine.engine import FixedPointEngine
-from kernels.engine.errors import UnsupportedLayer
-from kernels.engine.fixedpoint import FixedType, parse_type
+from fpgaas.kernels.engine.engine import FixedPointEngine
+from fpgaas.kernels.engine.errors import UnsupportedLayer
+from fpgaas.kernels.engine.fixedpoint import FixedType, parse_type
 
 __all__ = ["FixedPointEngine", "FixedType", "UnsupportedLayer", "parse_type"]

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from kernels.engine.errors import UnsupportedLayer
-from kernels.engine.fixedpoint import FixedType, from_float32, to_float32
-from kernels.engine.hls_project import HlsProject, LayerCall, read_project
-from kernels.engine.layers import Activation, Dense, Layer, Normalize
-from kernels.engine.plan import FloatPlan, NotPlannable, compile_plan
+from fpgaas.kernels.engine.errors import UnsupportedLayer
+from fpgaas.kernels.engine.fixedpoint import FixedType, from_float32, to_float32
+from fpgaas.kernels.engine.hls_project import HlsProject, LayerCall, read_project
+from fpgaas.kernels.engine.layers import Activation, Dense, Layer, Normalize
+from fpgaas.kernels.engine.plan import FloatPlan, NotPlannable, compile_plan
 
 _DENSE_KERNEL = "nnet::DenseLatency<data_T, res_T, CONFIG_T>"
 _MULT_PRODUCT = "nnet::product::mult<x_T, y_T>"

@@ -1,8 +1,8 @@
-"""Errors of the fixed-point engine (part of the tree in `kernels.errors`)."""
+"""Errors of the fixed-point engine (part of the tree in `fpgaas.kernels.errors`)."""
 
 from __future__ import annotations
 
-from kernels.errors import ArtifactError
+from fpgaas.kernels.errors import ArtifactError
 
 
 class UnsupportedLayer(ArtifactError):

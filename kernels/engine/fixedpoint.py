@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.engine.errors import UnsupportedLayer
+from fpgaas.kernels.engine.errors import UnsupportedLayer
 
 Q_MODES = ("AP_TRN", "AP_TRN_ZERO", "AP_RND", "AP_RND_ZERO", "AP_RND_INF", "AP_RND_MIN_INF", "AP_RND_CONV")
 O_MODES = ("AP_WRAP", "AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kernels.engine.errors import UnsupportedLayer
-from kernels.engine.fixedpoint import FixedType, from_double, parse_type
+from fpgaas.kernels.engine.errors import UnsupportedLayer
+from fpgaas.kernels.engine.fixedpoint import FixedType, from_double, parse_type
 
 _TYPEDEF_RE = re.compile(r"^\s*typedef\s+(.+?)\s+(\w+)\s*;", re.M)
 _STRUCT_RE = re.compile(r"struct\s+(\w+)\s*:\s*nnet::(\w+)\s*\{(.*?)\n\};", re.S)

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from kernels.engine.errors import UnsupportedLayer
-from kernels.engine.fixedpoint import FixedType, check_int_target, overflow, requantize, round_shift
+from fpgaas.kernels.engine.errors import UnsupportedLayer
+from fpgaas.kernels.engine.fixedpoint import FixedType, check_int_target, overflow, requantize, round_shift
 
 _EXACT_F64 = 1 << 53
 _EXACT_I64 = 1 << 62

@@ -33,8 +33,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from kernels.engine.fixedpoint import FixedType, from_float32, requantize
-from kernels.engine.layers import Activation, Dense, Layer, Normalize
+from fpgaas.kernels.engine.fixedpoint import FixedType, from_float32, requantize
+from fpgaas.kernels.engine.layers import Activation, Dense, Layer, Normalize
 
 Op = Callable[[np.ndarray], object]  # in place on a float64 array; the result is ignored
 _EXACT = 1 << 51  # margin below float64's 2**53 for the +-0.5 steps and the wrap's + 2**(W-1)

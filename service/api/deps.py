@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from kernels.errors import NotReady
-from service.dataplane import DataPlane
-from service.metrics import ServiceMetrics
-from service.settings import Settings
+from fpgaas.kernels.errors import NotReady
+from fpgaas.service.dataplane import DataPlane
+from fpgaas.service.metrics import ServiceMetrics
+from fpgaas.service.settings import Settings
 
 
 def get_dataplane(request: Request) -> DataPlane:

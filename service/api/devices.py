@@ -8,9 +8,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from service.api.deps import DataPlaneDep
-from service.api.schemas import DeviceOut
-from service.dataplane import DeviceStatus
+from fpgaas.service.api.deps import DataPlaneDep
+from fpgaas.service.api.schemas import DeviceOut
+from fpgaas.service.dataplane import DeviceStatus
 
 router = APIRouter(tags=["devices"])
 

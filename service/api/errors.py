@@ -16,8 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kernels.errors import FpgaasError, NotReady, Overloaded, PayloadTooLarge
-from service.metrics import ServiceMetrics
+from fpgaas.kernels.errors import FpgaasError, NotReady, Overloaded, PayloadTooLarge
+from fpgaas.service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api.deps import MetricsDep
-from service.api.schemas import Health, ReadyOut
-from service.dataplane import DataPlane, Readiness
+from fpgaas.service.api.deps import MetricsDep
+from fpgaas.service.api.schemas import Health, ReadyOut
+from fpgaas.service.dataplane import DataPlane, Readiness
 
 router = APIRouter(tags=["health"])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from service.api.deps import DataPlaneDep
-from service.api.schemas import ErrorResponse, ModelList, ModelOut, RefusedOut
+from fpgaas.service.api.deps import DataPlaneDep
+from fpgaas.service.api.schemas import ErrorResponse, ModelList, ModelOut, RefusedOut
 
 router = APIRouter(tags=["models"])
 

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import numpy as np
 from fastapi import Request
 
-from kernels.errors import BadInput, PayloadTooLarge
+from fpgaas.kernels.errors import BadInput, PayloadTooLarge
 
 WIRE_DTYPE = np.dtype("<f4")  # little-endian float32, whatever the host's byte order
 _JSON_FIELDS = ("model", "version", "inputs")

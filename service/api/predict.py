@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response
 
-from kernels.errors import BadInput
-from service.api.deps import DataPlaneDep, SettingsDep
-from service.api.payload import (
+from fpgaas.kernels.errors import BadInput
+from fpgaas.service.api.deps import DataPlaneDep, SettingsDep
+from fpgaas.service.api.payload import (
     WIRE_DTYPE,
     encode_json_answer,
     parse_binary_rows,
     parse_json_predict,
     read_body,
 )
-from service.api.schemas import ErrorResponse, PredictRequest, PredictResponse
+from fpgaas.service.api.schemas import ErrorResponse, PredictRequest, PredictResponse
 
 router = APIRouter(tags=["predict"])
 

@@ -1,7 +1,7 @@
 """Wire schemas of the fpgaas routes (pydantic lives here and nowhere else in the service).
 
 `PredictRequest` documents the JSON body in OpenAPI; the route parses bodies itself
-(`service.api.payload`) because validating 100k numbers through pydantic is slow and its
+(`fpgaas.service.api.payload`) because validating 100k numbers through pydantic is slow and its
 errors do not name the offending row and column.
 """
 
@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.dataplane import ModelMetadata, Readiness, TensorMetadata
-from service.devices.base import DeviceInfo
-from service.registry import RefusedArtifact
+from fpgaas.service.dataplane import ModelMetadata, Readiness, TensorMetadata
+from fpgaas.service.devices.base import DeviceInfo
+from fpgaas.service.registry import RefusedArtifact
 
 
 class PredictRequest(BaseModel):

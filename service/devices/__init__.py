@@ -2,17 +2,17 @@
 
 `emulated` (default) runs each artifact's g++-compiled emulation library on the CPU;
 `pynq` drives AMD/Xilinx cards through PYNQ (imported only when chosen, since it probes
-for XRT). See `service.devices.base` for the protocol every implementation follows.
+for XRT). See `fpgaas.service.devices.base` for the protocol every implementation follows.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from service.devices.base import Device, DeviceInfo, LoadedKernel, StageTimes
+from fpgaas.service.devices.base import Device, DeviceInfo, LoadedKernel, StageTimes
 
 if TYPE_CHECKING:
-    from service.settings import Settings
+    from fpgaas.service.settings import Settings
 
 __all__ = ["Device", "DeviceInfo", "LoadedKernel", "StageTimes", "create_devices"]
 
@@ -20,11 +20,11 @@ __all__ = ["Device", "DeviceInfo", "LoadedKernel", "StageTimes", "create_devices
 def create_devices(settings: Settings) -> list[Device]:
     """The devices of a server, opened; the caller (the registry) closes them."""
     if settings.device == "emulated":
-        from service.devices.emulated import EmulatedDevice
+        from fpgaas.service.devices.emulated import EmulatedDevice
 
         return [EmulatedDevice("emulated-0")]
     if settings.device == "pynq":
-        from service.devices.pynq import PynqOptions, open_pynq_devices
+        from fpgaas.service.devices.pynq import PynqOptions, open_pynq_devices
 
         options = PynqOptions(kernel_timeout_s=settings.device_timeout_s)
         return list(

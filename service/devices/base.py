@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from kernels.artifact import Artifact
+from fpgaas.kernels.artifact import Artifact
 
 
 @dataclass(frozen=True)

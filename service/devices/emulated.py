@@ -1,5 +1,5 @@
 """The emulated device: runs an artifact's kernel on the CPU through its twin
-(`kernels.twin.open_cpu_kernel`: the fixed-point engine when the manifest selected it, else the
+(`fpgaas.kernels.twin.open_cpu_kernel`: the fixed-point engine when the manifest selected it, else the
 g++-built kernel library), with the same three stages as a card.
 
 Stages: to_device = copy the rows into the preallocated input buffer, kernel = the CPU kernel
@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from kernels.artifact import Artifact
-from kernels.errors import ArtifactError, DeviceError
-from kernels.twin import CpuKernel, open_cpu_kernel
-from service.devices.base import DeviceInfo, StageTimes
+from fpgaas.kernels.artifact import Artifact
+from fpgaas.kernels.errors import ArtifactError, DeviceError
+from fpgaas.kernels.twin import CpuKernel, open_cpu_kernel
+from fpgaas.service.devices.base import DeviceInfo, StageTimes
 
 
 class EmulatedKernel:

@@ -33,12 +33,12 @@ from typing import Any, Protocol
 import numpy as np
 import pynq
 
-from kernels.artifact import Artifact
-from kernels.errors import BadInput, DeviceError, DeviceTimeout
-from kernels.xclbin import EMULATION_XCLBIN
-from service.devices.base import DeviceInfo, StageTimes
-from service.devices.pynq_compat import ensure_pynq_numpy2_compat
-from service.devices.pynq_emulation import EMULATION_CAPABILITY, install_emulated_cards
+from fpgaas.kernels.artifact import Artifact
+from fpgaas.kernels.errors import BadInput, DeviceError, DeviceTimeout
+from fpgaas.kernels.xclbin import EMULATION_XCLBIN
+from fpgaas.service.devices.base import DeviceInfo, StageTimes
+from fpgaas.service.devices.pynq_compat import ensure_pynq_numpy2_compat
+from fpgaas.service.devices.pynq_emulation import EMULATION_CAPABILITY, install_emulated_cards
 
 
 class Codec(Protocol):

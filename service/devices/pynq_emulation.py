@@ -6,8 +6,8 @@
 two copies of every buffer, as a card does: the host array PYNQ hands out and the card's own
 memory; syncs copy between them, and the compute unit reads x from and writes y to card memory
 only, so a forgotten sync gives stale data exactly as on hardware. The compute unit runs the
-artifact's kernel on the CPU through its twin `kernels.twin.open_cpu_kernel` (for the library named in the
-xclbin's USER_METADATA section, see `kernels.xclbin`), so results are bit-exact with the twin.
+artifact's kernel on the CPU through its twin `fpgaas.kernels.twin.open_cpu_kernel` (for the library named in the
+xclbin's USER_METADATA section, see `fpgaas.kernels.xclbin`), so results are bit-exact with the twin.
 
 Cards are enabled by configuration: `install_emulated_cards(n)` (or the environment variable
 `FPGAAS_PYNQ_EMULATED_CARDS=n` before PYNQ first probes) adds them to `pynq.Device.devices`,
@@ -37,9 +37,9 @@ from pynq._3rdparty import ert
 from pynq.buffer import PynqBuffer
 from pynq.pl_server.xclbin_parser import XclBin
 
-from kernels.artifact import MANIFEST_NAME, load_artifact
-from kernels.xclbin import read_xclbin
-from service.devices.pynq_compat import ensure_pynq_numpy2_compat
+from fpgaas.kernels.artifact import MANIFEST_NAME, load_artifact
+from fpgaas.kernels.xclbin import read_xclbin
+from fpgaas.service.devices.pynq_compat import ensure_pynq_numpy2_compat
 
 Fault = Literal["hang", "sync_error", "load_error"]
 FAULTS: tuple[Fault, ...] = ("hang", "sync_error", "load_error")
@@ -440,12 +440,12 @@ def emulated_cards() -> list[EmulatedCard]:
 
 
 def open_kernel_library(xclbin: Path, library: Path) -> Any:
-    """Open the kernel's CPU twin (`kernels.twin.open_cpu_kernel`: the engine the manifest selected).
+    """Open the kernel's CPU twin (`fpgaas.kernels.twin.open_cpu_kernel`: the engine the manifest selected).
 
     The xclbin normally sits in an artifact (`<artifact>/xclbin/emulation.xclbin`); the library
     is then opened from the verified artifact, so the card runs exactly the bits its manifest lists.
     """
-    from kernels.twin import open_cpu_kernel
+    from fpgaas.kernels.twin import open_cpu_kernel
 
     root = xclbin.resolve().parent.parent
     if not (root / MANIFEST_NAME).is_file():

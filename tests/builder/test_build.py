@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builder import DEFAULT_PART, DEFAULT_PLATFORM, build
-from kernels.artifact import load_artifact, sha256_file
-from kernels.errors import ArtifactError, BadInput, BuildError, ToolMissing
-from kernels.twin import KernelLibrary
+from fpgaas.builder import DEFAULT_PART, DEFAULT_PLATFORM, build
+from fpgaas.kernels.artifact import load_artifact, sha256_file
+from fpgaas.kernels.errors import ArtifactError, BadInput, BuildError, ToolMissing
+from fpgaas.kernels.twin import KernelLibrary
 from tests.fixtures.builds import BuiltModel
 
 

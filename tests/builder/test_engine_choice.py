@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builder import build
-from builder.engine import self_check_inputs
-from kernels.twin import ENGINE_FIXED_POINT, ENGINE_LIBRARY, EngineKernel, KernelLibrary, open_cpu_kernel
+from fpgaas.builder import build
+from fpgaas.builder.engine import self_check_inputs
+from fpgaas.kernels.twin import ENGINE_FIXED_POINT, ENGINE_LIBRARY, EngineKernel, KernelLibrary, open_cpu_kernel
 from tests.fixtures.builds import BuiltModel
 
 

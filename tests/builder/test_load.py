@@ -10,9 +10,9 @@ from typing import Any
 import h5py
 import pytest
 
-from builder import build
-from builder.load import scan_model
-from kernels.errors import BadInput, UnsafeModel
+from fpgaas.builder import build
+from fpgaas.builder.load import scan_model
+from fpgaas.kernels.errors import BadInput, UnsafeModel
 from tests.fixtures.models import make_lambda_model
 
 Edit = Callable[[dict[str, Any]], None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels.twin import KernelLibrary
+from fpgaas.kernels.twin import KernelLibrary
 from tests.builder.test_build import samples
 from tests.fixtures.builds import BuiltModel, shared_muon_build
 

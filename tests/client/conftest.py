@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from client import AsyncClient, Client
+from fpgaas.client import AsyncClient, Client
 from tests.fixtures.servers import serving
 
 
@@ -86,7 +86,7 @@ class ServedModel:
 def served_model(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
     """The session's small QKeras model (built once by the real builder: hls4ml + g++), installed
     as `<repository>/<name>/<version>`."""
-    from kernels.twin import KernelLibrary
+    from fpgaas.kernels.twin import KernelLibrary
     from tests.fixtures.builds import shared_small_build
 
     artifact = shared_small_build(tmp_path_factory).artifact

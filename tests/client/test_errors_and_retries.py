@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from client import (
+from fpgaas.client import (
     BadRequest,
     FpgaasClientError,
     ModelNotFoundError,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from client import (
+from fpgaas.client import (
     AsyncClient,
     BadRequest,
     Client,

@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-import client
-from client import AsyncClient, Client
+from fpgaas import client
+from fpgaas.client import AsyncClient, Client
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,25 +22,30 @@ REPO = Path(__file__).resolve().parents[2]
 PROBE = """
 import importlib.abc, json, sys
 
-BLOCKED = {"service", "builder", "kernels", "fastapi", "pydantic", "uvicorn", "prometheus_client",
-           "tensorflow", "keras", "qkeras", "hls4ml", "pynq"}
+BLOCKED = {"fpgaas.service", "fpgaas.builder", "fpgaas.kernels", "service", "builder", "kernels",
+           "fastapi", "pydantic", "uvicorn", "prometheus_client", "tensorflow", "keras", "qkeras", "hls4ml",
+           "pynq"}
+
+def blocked(name):
+    parts = name.split(".")
+    return parts[0] in BLOCKED or ".".join(parts[:2]) in BLOCKED
 
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in BLOCKED:
+        if blocked(name):
             raise ImportError(f"the client must not import {name}")
         return None
 
 sys.meta_path.insert(0, Block())
 import httpx, numpy
-from client import AsyncClient, Client
+from fpgaas.client import AsyncClient, Client
 
 def answer(request):
     return httpx.Response(200, json={"model": "m", "version": "1", "device": "d", "outputs": [[1.0]]})
 
 with Client("http://x", transport=httpx.MockTransport(answer)) as c:
     out = c.predict([1.0, 2.0]).tolist()
-print(json.dumps({"out": out, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)}))
+print(json.dumps({"out": out, "loaded": sorted(m for m in sys.modules if blocked(m))}))
 """
 
 
@@ -55,7 +60,7 @@ def test_import_client_loads_neither_service_builder_kernels_nor_their_dependenc
 
 def test_the_public_api_is_what_all_lists() -> None:
     for name in client.__all__:
-        assert getattr(client, name).__module__.startswith("client")
+        assert getattr(client, name).__module__.startswith("fpgaas.client")
     assert {"Client", "AsyncClient", "Prediction", "ModelInfo", "FpgaasClientError"} <= set(client.__all__)
 
 

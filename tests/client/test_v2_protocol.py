@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from client import BadRequest, ModelNotFoundError, ServerOverloaded
+from fpgaas.client import BadRequest, ModelNotFoundError, ServerOverloaded
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from client import BadRequest, InvalidResponse, ModelInfo, ModelNotFoundError, Prediction, TensorInfo
+from fpgaas.client import BadRequest, InvalidResponse, ModelInfo, ModelNotFoundError, Prediction, TensorInfo
 
 MakeClient = Callable[..., Any]  # the `make_client` fixture of conftest.py
 RNG = np.random.default_rng(7)

@@ -102,7 +102,7 @@ def test_the_served_fixed_point_kernel_tracks_the_float_model(
     model: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """The artifact `fpgaas build` makes (bit-exact CPU twin of the FPGA kernel) against the float model."""
-    from kernels.twin import KernelLibrary
+    from fpgaas.kernels.twin import KernelLibrary
     from tests.fixtures.builds import shared_muon_build
 
     held_out = generate(5_000, seed=HELD_OUT_SEED + 7)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels.artifact import (
+from fpgaas.kernels.artifact import (
     MANIFEST_NAME,
     Binaries,
     LayerTypes,
@@ -17,7 +17,7 @@ from kernels.artifact import (
     load_artifact,
     write_manifest,
 )
-from kernels.errors import ArtifactError, ArtifactIntegrityError
+from fpgaas.kernels.errors import ArtifactError, ArtifactIntegrityError
 
 FILES = {
     "model/model.h5": b"\x89HDF\r\n\x1a\n model bytes",

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from kernels.errors import ArtifactError, BadInput
-from kernels.twin import KernelLibrary
+from fpgaas.kernels.errors import ArtifactError, BadInput
+from fpgaas.kernels.twin import KernelLibrary
 from tests.fixtures.builds import BuiltModel, shared_small_build
 
 

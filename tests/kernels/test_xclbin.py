@@ -1,4 +1,4 @@
-"""The emulation xclbin: PYNQ's own parser must read what `kernels.xclbin` writes."""
+"""The emulation xclbin: PYNQ's own parser must read what `fpgaas.kernels.xclbin` writes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pynq.pl_server.xclbin_parser import XclBin
 
-from kernels.errors import ArtifactError
-from kernels.xclbin import read_xclbin, write_emulation_xclbin
+from fpgaas.kernels.errors import ArtifactError
+from fpgaas.kernels.xclbin import read_xclbin, write_emulation_xclbin
 
 HOST_DIR = Path(__file__).resolve().parents[2] / "kernels" / "host"
 

@@ -18,9 +18,9 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
-from kernels.artifact import MANIFEST_NAME, Artifact, load_artifact, write_manifest
-from service.app import create_app
-from service.settings import Settings
+from fpgaas.kernels.artifact import MANIFEST_NAME, Artifact, load_artifact, write_manifest
+from fpgaas.service.app import create_app
+from fpgaas.service.settings import Settings
 
 # The tiny model's widths (test modules repeat them: tests/ is not a package).
 N_INPUTS = 6
@@ -43,8 +43,8 @@ def _tiny_qkeras_model(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
-    """`tiny` version 1: 6 float32 inputs -> 2 float32 outputs, built by `builder.build`."""
-    from builder import build
+    """`tiny` version 1: 6 float32 inputs -> 2 float32 outputs, built by `fpgaas.builder.build`."""
+    from fpgaas.builder import build
 
     work = tmp_path_factory.mktemp("service-build")
     return build(_tiny_qkeras_model(work / "tiny.h5"), name="tiny", out=work / "tiny" / "1", version="1")
@@ -89,7 +89,7 @@ def multi_model_repo(tiny_artifact: Artifact, tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="session")
 def reference(tiny_artifact: Artifact) -> Callable[[np.ndarray], np.ndarray]:
     """The kernel's CPU twin, run directly: what every served answer must equal bit for bit."""
-    from kernels.twin import KernelLibrary
+    from fpgaas.kernels.twin import KernelLibrary
 
     library = KernelLibrary.from_artifact(load_artifact(tiny_artifact.path))
     run: Callable[[np.ndarray], np.ndarray] = library.run

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.settings import Settings
+from fpgaas.service.settings import Settings
 
 N_INPUTS = 6  # the tiny model of conftest.py: 6 inputs -> 2 outputs
 N_OUTPUTS = 2
@@ -366,7 +366,7 @@ async def test_openapi_documents_the_routes(app_factory, one_model_repo) -> None
 
 
 async def test_json_answers_round_trip_float32_exactly() -> None:
-    from service.api.payload import encode_json_answer
+    from fpgaas.service.api.payload import encode_json_answer
 
     y = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
     back = np.asarray(json.loads(encode_json_answer("m", "1", "d", y))["outputs"], dtype=np.float32)

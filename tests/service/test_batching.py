@@ -16,12 +16,12 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
-from kernels.artifact import Artifact
-from kernels.errors import DeviceError, NotReady, Overloaded, PayloadTooLarge
-from service.batching import Batcher, BatchPolicy
-from service.devices.base import LoadedKernel, StageTimes
-from service.devices.emulated import EmulatedDevice
-from service.metrics import ServiceMetrics
+from fpgaas.kernels.artifact import Artifact
+from fpgaas.kernels.errors import DeviceError, NotReady, Overloaded, PayloadTooLarge
+from fpgaas.service.batching import Batcher, BatchPolicy
+from fpgaas.service.devices.base import LoadedKernel, StageTimes
+from fpgaas.service.devices.emulated import EmulatedDevice
+from fpgaas.service.metrics import ServiceMetrics
 
 N_INPUTS = 6  # the tiny model of conftest.py: 6 inputs -> 2 outputs
 N_OUTPUTS = 2

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from client import AsyncClient, Client
+from fpgaas.client import AsyncClient, Client
 from examples.muon.generator import generate
 from tests.fixtures.builds import BuiltModel, shared_muon_build
 from tests.fixtures.servers import serving

@@ -24,9 +24,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from kernels.artifact import MANIFEST_NAME, Artifact, write_manifest
-from service.devices.pynq_emulation import EmulatedCard, Fault, install_emulated_cards
-from service.settings import Settings
+from fpgaas.kernels.artifact import MANIFEST_NAME, Artifact, write_manifest
+from fpgaas.service.devices.pynq_emulation import EmulatedCard, Fault, install_emulated_cards
+from fpgaas.service.settings import Settings
 
 N_INPUTS = 6  # the tiny model of conftest.py: 6 inputs -> 2 outputs
 CARDS = 3

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import uvicorn
 
-from client import Client, ModelNotFoundError
-from service.app import create_app
-from service.settings import Settings
+from fpgaas.client import Client, ModelNotFoundError
+from fpgaas.service.app import create_app
+from fpgaas.service.settings import Settings
 
 N_INPUTS = 6  # the tiny model of conftest.py: 6 inputs -> 2 outputs
 N_OUTPUTS = 2

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.devices import create_devices
-from service.settings import Settings
+from fpgaas.service.devices import create_devices
+from fpgaas.service.settings import Settings
 
 
 @pytest.fixture(autouse=True)

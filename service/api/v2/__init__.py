@@ -1,6 +1,6 @@
 """The Open Inference Protocol (KServe v2) front end: `router` serves the `/v2` routes.
 
-routes     the REST routes, thin over `service.dataplane.DataPlane`
+routes     the REST routes, thin over `fpgaas.service.dataplane.DataPlane`
 schemas    pydantic models of the inference request (the HTTP edge)
 codec      the binary tensor data extension (JSON header + raw tensor bytes)
 datatypes  protocol datatypes -> the kernel's float32
@@ -11,6 +11,6 @@ errors     `{"error": "..."}` answers, scoped to `/v2` routes
 
 from __future__ import annotations
 
-from service.api.v2.routes import router
+from fpgaas.service.api.v2.routes import router
 
 __all__ = ["router"]

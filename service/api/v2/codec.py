@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from kernels.errors import BadInput, PayloadTooLarge
-from service.api.v2 import datatypes
-from service.api.v2.schemas import InferenceRequest, Parameters, RequestInput
+from fpgaas.kernels.errors import BadInput, PayloadTooLarge
+from fpgaas.service.api.v2 import datatypes
+from fpgaas.service.api.v2.schemas import InferenceRequest, Parameters, RequestInput
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_CONTENT_TYPE = "application/json"

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels.errors import BadInput
+from fpgaas.kernels.errors import BadInput
 
 
 @dataclass(frozen=True)

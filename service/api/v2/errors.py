@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from kernels.errors import FpgaasError, NotReady, Overloaded, PayloadTooLarge
-from service.metrics import ServiceMetrics
+from fpgaas.kernels.errors import FpgaasError, NotReady, Overloaded, PayloadTooLarge
+from fpgaas.service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 

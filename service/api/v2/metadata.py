@@ -10,8 +10,8 @@ from __future__ import annotations
 from importlib import metadata as package_metadata
 from typing import Any
 
-from service.api.v2.tensors import protocol_datatype
-from service.dataplane import ModelMetadata, TensorMetadata
+from fpgaas.service.api.v2.tensors import protocol_datatype
+from fpgaas.service.dataplane import ModelMetadata, TensorMetadata
 
 SERVER_NAME = "fpgaas"
 # What a client may rely on beyond the required API (names as Triton spells them).

@@ -8,7 +8,7 @@
     POST /v2/models/{name}[/versions/{v}]/infer           JSON or binary tensor data
     POST /v2/repository/index                             Triton's list of models
 
-Errors are `{"error": "..."}` (see `service.api.v2.errors`); any other `/v2` path is a 404.
+Errors are `{"error": "..."}` (see `fpgaas.service.api.v2.errors`); any other `/v2` path is a 404.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import Match
 
-from service.api.deps import DataPlaneDep, SettingsDep
-from service.api.payload import read_body
-from service.api.v2 import codec, datatypes, metadata, tensors
-from service.api.v2.errors import V2Route, error_response
-from service.api.v2.schemas import inference_request_schema
-from service.dataplane import DataPlane, ModelMetadata
+from fpgaas.service.api.deps import DataPlaneDep, SettingsDep
+from fpgaas.service.api.payload import read_body
+from fpgaas.service.api.v2 import codec, datatypes, metadata, tensors
+from fpgaas.service.api.v2.errors import V2Route, error_response
+from fpgaas.service.api.v2.schemas import inference_request_schema
+from fpgaas.service.dataplane import DataPlane, ModelMetadata
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=V2Route)
 

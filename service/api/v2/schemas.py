@@ -2,7 +2,7 @@
 
 Field names and optionality follow kserve's `required_api.md`; the binary tensor data extension
 adds the `binary_data_size`, `binary_data` and `binary_data_output` parameters. Responses are
-built as plain dicts (`service.api.v2.metadata` and the infer route).
+built as plain dicts (`fpgaas.service.api.v2.metadata` and the infer route).
 """
 
 from __future__ import annotations

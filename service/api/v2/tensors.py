@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.errors import BadInput
-from service.api.v2 import codec, datatypes
-from service.api.v2.schemas import InferenceRequest
-from service.dataplane import ModelMetadata, TensorMetadata
+from fpgaas.kernels.errors import BadInput
+from fpgaas.service.api.v2 import codec, datatypes
+from fpgaas.service.api.v2.schemas import InferenceRequest
+from fpgaas.service.dataplane import ModelMetadata, TensorMetadata
 
 # numpy dtype names in manifests -> the protocol's datatype names.
 _PROTOCOL_NAMES = {d.dtype.name: name for name, d in datatypes.DATATYPES.items() if d.dtype is not None}

@@ -1,6 +1,6 @@
 """The test networks: hls4ml projects of the test networks and their C-simulation outputs.
 
-"muon" is the served model exactly as `builder.build` makes it (`tests.fixtures.builds`), compared
+"muon" is the served model exactly as `fpgaas.builder.build` makes it (`tests.fixtures.builds`), compared
 with the hls4ml C simulation of the same conversion. The other networks are built by
 `hls_reference.py` in two subprocesses (QKeras needs tf_keras, the "keras3" network Keras 3)
 while the muon build runs, into a session temp directory: a fresh clone needs no cache and the

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from reference_nets import N_SAMPLES, NAMED, RANDOM, REPO, SPECIAL_VALUES, Reference
 
-from kernels.engine import FixedPointEngine, UnsupportedLayer
-from kernels.errors import FpgaasError
+from fpgaas.kernels.engine import FixedPointEngine, UnsupportedLayer
+from fpgaas.kernels.errors import FpgaasError
 
 
 def _mismatching_samples(engine: FixedPointEngine, ref: Reference) -> np.ndarray:
@@ -137,7 +137,7 @@ def test_missing_project_is_unsupported(tmp_path) -> None:
 
 def test_serving_imports_neither_hls4ml_nor_tensorflow(references: dict[str, Reference]) -> None:
     code = (
-        "import sys; from kernels.engine import FixedPointEngine; "
+        "import sys; from fpgaas.kernels.engine import FixedPointEngine; "
         f"FixedPointEngine.from_hls_project({str(references['muon'].hls_dir)!r}); "
         "bad = [m for m in ('hls4ml', 'tensorflow', 'keras', 'qkeras') if m in sys.modules]; "
         "assert not bad, bad"

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernels.engine.fixedpoint import (
+from fpgaas.kernels.engine.fixedpoint import (
     O_MODES,
     Q_MODES,
     FixedType,

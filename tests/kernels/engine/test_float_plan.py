@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from kernels.engine import FixedPointEngine, UnsupportedLayer, parse_type
-from kernels.engine.fixedpoint import O_MODES, Q_MODES, to_float32
-from kernels.engine.layers import Activation, Dense, Normalize
-from kernels.engine.plan import compile_plan
+from fpgaas.kernels.engine import FixedPointEngine, UnsupportedLayer, parse_type
+from fpgaas.kernels.engine.fixedpoint import O_MODES, Q_MODES, to_float32
+from fpgaas.kernels.engine.layers import Activation, Dense, Normalize
+from fpgaas.kernels.engine.plan import compile_plan
 
 SPECIAL = np.array([np.nan, -np.inf, np.inf, 3.4e38, -3.4e38, 1e-45, -0.0, 2.0**40], dtype=np.float32)
 

@@ -13,9 +13,9 @@ import numpy as np
 import pynq
 import pytest
 
-from kernels.artifact import Artifact
-from service.devices.pynq import PynqDevice, PynqOptions
-from service.devices.pynq_emulation import EmulatedCard, install_emulated_cards
+from fpgaas.kernels.artifact import Artifact
+from fpgaas.service.devices.pynq import PynqDevice, PynqOptions
+from fpgaas.service.devices.pynq_emulation import EmulatedCard, install_emulated_cards
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def artifact(tiny_artifact: Artifact) -> Artifact:
 
 @pytest.fixture(scope="session")
 def twin(artifact: Artifact):  # type: ignore[no-untyped-def]
-    from kernels.twin import KernelLibrary
+    from fpgaas.kernels.twin import KernelLibrary
 
     return KernelLibrary.from_artifact(artifact)
 

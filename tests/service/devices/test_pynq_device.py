@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels.artifact import Artifact
-from kernels.errors import BadInput, DeviceError
-from service.devices.pynq import PynqDevice, open_pynq_devices
-from service.devices.pynq_emulation import EmulatedCard
+from fpgaas.kernels.artifact import Artifact
+from fpgaas.kernels.errors import BadInput, DeviceError
+from fpgaas.service.devices.pynq import PynqDevice, open_pynq_devices
+from fpgaas.service.devices.pynq_emulation import EmulatedCard
 
 
 def bits(a: np.ndarray) -> np.ndarray:

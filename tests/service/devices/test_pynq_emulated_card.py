@@ -8,9 +8,9 @@ import numpy as np
 import pynq
 import pytest
 
-from kernels.artifact import Artifact
-from kernels.xclbin import EMULATION_XCLBIN
-from service.devices.pynq_emulation import EmulatedCard, emulated_cards
+from fpgaas.kernels.artifact import Artifact
+from fpgaas.kernels.xclbin import EMULATION_XCLBIN
+from fpgaas.service.devices.pynq_emulation import EmulatedCard, emulated_cards
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from kernels.artifact import Artifact
-from kernels.errors import DeviceError, DeviceTimeout
-from service.devices.pynq import PynqDevice
-from service.devices.pynq_emulation import EmulatedCard
+from fpgaas.kernels.artifact import Artifact
+from fpgaas.kernels.errors import DeviceError, DeviceTimeout
+from fpgaas.service.devices.pynq import PynqDevice
+from fpgaas.service.devices.pynq_emulation import EmulatedCard
 
 
 def test_a_hung_kernel_times_out_then_the_overlay_is_reloaded(

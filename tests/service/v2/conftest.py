@@ -16,9 +16,9 @@ import pytest
 import pytest_asyncio
 from v2_live import LiveServer
 
-from kernels.artifact import MANIFEST_NAME, Artifact, write_manifest
-from service.app import create_app
-from service.settings import Settings
+from fpgaas.kernels.artifact import MANIFEST_NAME, Artifact, write_manifest
+from fpgaas.service.app import create_app
+from fpgaas.service.settings import Settings
 from tests.fixtures.servers import serving
 
 

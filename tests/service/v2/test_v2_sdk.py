@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from v2_live import LiveServer
 
-from client import AsyncClient, Client, ModelNotFoundError
+from fpgaas.client import AsyncClient, Client, ModelNotFoundError
 
 MODEL = "tiny"
 

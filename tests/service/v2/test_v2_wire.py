@@ -20,7 +20,7 @@ import pytest
 import v2_schemas as schemas
 from v2_live import LiveServer
 
-from service.settings import Settings
+from fpgaas.service.settings import Settings
 
 MODEL = "tiny"
 HEADER_LENGTH = "Inference-Header-Content-Length"
