@@ -63,12 +63,38 @@ class Settings(BaseSettings):
     )
     max_batch: int = Field(default=1024, ge=1, le=1 << 20, description="rows per device call (buffer size)")
     max_delay_us: int = Field(
-        default=500, ge=0, le=10_000_000, description="µs the batcher waits for more rows after the first"
+        default=0,
+        ge=0,
+        le=10_000_000,
+        description="µs an idle device may wait for a fuller batch (ends early at max_batch rows); "
+        "0: an idle device starts at once, and rows arriving during a call form the next batch",
     )
     max_queue_rows: int = Field(
         default=65536, ge=1, description="rows accepted but not yet answered, per model"
     )
-    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="largest request body, bytes")
+    max_queue_delay_ms: float = Field(
+        default=50.0,
+        gt=0,
+        le=3_600_000,
+        description="admission budget: a request whose expected queue wait (rows ahead / the "
+        "replica's measured rows per second) exceeds it gets a fast 503 with Retry-After",
+    )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="largest request body, bytes, as sent and (Content-Encoding) once inflated",
+    )
+    read_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="longest wait for the rest of a request head, or for the next chunk of its body, "
+        "before the connection is closed",
+    )
+    keepalive_timeout_s: float = Field(
+        default=5.0, gt=0, le=3600, description="an idle keep-alive connection is closed after this"
+    )
+    access_log: bool = Field(default=False, description="log one line per request (off: it costs ~10%)")
     device_timeout_s: float = Field(
         default=10.0, gt=0, le=3600, description="seconds one device call may take"
     )

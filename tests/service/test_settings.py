@@ -20,7 +20,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults(tmp_path: Path) -> None:
     s = Settings(model_repository=tmp_path)
     assert (s.host, s.port, s.device) == ("127.0.0.1", 8000, "emulated")
-    assert (s.max_batch, s.max_delay_us) == (1024, 500)
+    assert (s.max_batch, s.max_delay_us) == (1024, 0)
     assert s.max_queue_rows >= s.max_batch
     assert s.max_body_bytes == 16 * 1024 * 1024
     assert s.model_repository == tmp_path.resolve()
