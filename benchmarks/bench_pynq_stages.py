@@ -140,8 +140,8 @@ def _artifact(path: str | None, workdir: Path) -> Artifact:
     from fpgaas.kernels.artifact import load_artifact
 
     if path is None:
-        from fpgaas.builder import build
         from examples.muon.model import build_model
+        from fpgaas.builder import build
 
         model = workdir / "muon-pt.h5"
         build_model(seed=0).save(model)  # untrained weights: the timing does not depend on them

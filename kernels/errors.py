@@ -2,7 +2,8 @@
 
     FpgaasError                 500  base of everything fpgaas raises on purpose
     ├── BadInput                400  a request or file a user sent is malformed
-    │   └── PayloadTooLarge     413  the body is over the configured size
+    │   ├── PayloadTooLarge     413  the body is over the configured size
+    │   └── UnsupportedMediaType 415 a Content-Type or Content-Encoding fpgaas does not read
     ├── ModelNotFound           404  no model (or version) of that name is loaded
     ├── ArtifactError           500  an artifact cannot be read or is inconsistent
     │   ├── ArtifactIntegrityError   a file's sha256 differs from the manifest
@@ -41,6 +42,11 @@ class BadInput(FpgaasError):
 class PayloadTooLarge(BadInput):
     status_code = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(BadInput):
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class ModelNotFound(FpgaasError):

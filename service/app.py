@@ -8,19 +8,25 @@ of each model version, and at shutdown drains accepted requests before closing k
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from fpgaas.service.api import routers
+from fpgaas.service.api import predict, routers
 from fpgaas.service.api.errors import install_error_handlers
+from fpgaas.service.api.asgi import Receive, Scope, Send
+from fpgaas.service.api.front import FrontDoor
+from fpgaas.service.api.v2 import infer as v2_infer
 from fpgaas.service.batching import BatchPolicy
 from fpgaas.service.dataplane import DataPlane
 from fpgaas.service.devices import create_devices
-from fpgaas.service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from fpgaas.service.metrics import ServiceMetrics
 from fpgaas.service.registry import ModelRegistry
 from fpgaas.service.settings import Settings
 
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 # The batcher's own deadline trails the device's, so a device that times out itself (and
 # recovers its card) reports first; the batcher's is the backstop for one that hangs.
 _BACKSTOP_MARGIN_S = 1.0
+_SWITCH_INTERVAL_S = 0.0002
 
 
 def batch_policy(settings: Settings) -> BatchPolicy:
@@ -37,15 +44,32 @@ def batch_policy(settings: Settings) -> BatchPolicy:
         max_queue_rows=settings.max_queue_rows,
         device_timeout_s=settings.device_timeout_s + _BACKSTOP_MARGIN_S,
         retry_after_s=settings.retry_after_s,
+        max_queue_delay_s=settings.max_queue_delay_ms / 1e3,
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
+class FpgaasApp(FastAPI):
+    """FastAPI with the front door before its middleware stack: the hot routes skip the
+    framework's layers (error, telemetry and body-limit middleware, routing) entirely."""
+
+    front: FrontDoor | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
+
+
+def create_app(settings: Settings) -> FpgaasApp:
     """A new app serving `settings.model_repository`; nothing is loaded until its lifespan starts."""
     metrics = ServiceMetrics(CollectorRegistry())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The device workers need the GIL back within a fraction of a device call, not after
+        # CPython's default 5 ms, while the event loop thread is busy parsing requests.
+        sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
         devices = create_devices(settings)
         registry = await asyncio.to_thread(
             ModelRegistry.open, settings.model_repository, devices, settings.max_batch, settings.placement
@@ -59,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
             await dataplane.close()
             log.info("all accepted requests answered; kernels and devices closed")
 
-    app = FastAPI(
+    app = FpgaasApp(
         title="fpgaas",
         summary="hls4ml kernels kept resident on FPGA cards (or their emulation), batched over HTTP",
         version="0.1.0",
@@ -68,8 +92,35 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.dataplane = None
-    install_error_handlers(app)
+    install_error_handlers(app, metrics)
     for router in routers:
         app.include_router(router)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.front = FrontDoor(
+        functools.partial(FastAPI.__call__, app),
+        state=app.state,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    _document_hot_routes(app)
     return app
+
+
+def _document_hot_routes(app: FastAPI) -> None:
+    """Add the hot routes, which FastAPI does not serve, to its OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema["paths"] = {predict.PATH: predict.openapi(), **schema["paths"]}
+            for path in v2_infer.PATHS:
+                schema["paths"][path] = v2_infer.openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in predict.OPENAPI_MODELS:
+                found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(found.pop("$defs", {}))
+                components[model.__name__] = found
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,31 +1,54 @@
 """Dynamic batching: concurrent requests of any size merged into device calls of at most
 `max_batch` rows.
 
-One `Batcher` per loaded kernel. Requests queue in arrival order; once the first row is
-queued the batcher waits at most `max_delay_s` for more rows (or until `max_batch` rows are
-waiting), then sends up to `max_batch` rows to the kernel, taking a slice of a request larger
-than that and the rest in later calls. Each caller gets exactly its own rows back, in order.
+One `Batcher` per replica (a model version resident on one device). Requests queue in arrival
+order. An idle device starts at once with what is queued (up to `max_batch` rows, taking a slice
+of a larger request and the rest in later calls); rows that arrive while a call runs form the
+next batch, which starts the moment the call ends. `max_delay_s` > 0 lets an idle device wait
+at most that long for a fuller batch (it goes early at `max_batch` rows); it is a bound, and 0
+(the default) never waits. Each caller gets exactly its own rows back, in order.
 
-Device calls run on one dedicated worker thread per kernel, so one call at a time per kernel
-and the event loop never blocks. Rows accepted and not yet answered are bounded by
-`max_queue_rows`; a request that does not fit raises `Overloaded`. A failed device call fails
+Device calls run on one dedicated worker thread per replica, one call at a time, handed over
+through a queue (a CPU kernel may ask for its smallest calls, `LoadedKernel.inline_rows`, to run
+on the event loop instead: they cost less than the hand-off); the answer comes back to the event loop with `call_soon_threadsafe`, and a
+timer (not a task) bounds each call by `device_timeout_s`. No task, future chain or `wait_for`
+is created per call. The output of a call is written by the device straight into the array
+the callers get (a caller whose rows all ride in one call gets a view of it), so a row is
+copied once on its way out.
+
+Admission: rows accepted and not yet answered are bounded by `max_queue_rows` (memory), and a
+request whose expected wait (the rows ahead of it, at the device speed measured so far) exceeds
+`max_queue_delay_s` is refused at once with `Overloaded` (latency). A failed device call fails
 every request with rows in that call (never a partial or wrong answer) and the batcher keeps
-serving. `close` stops accepting, drains every accepted request, then stops the worker.
-All methods must be called from the event loop the batcher was started on.
+serving. A call past its deadline fails its requests and every queued one with `DeviceTimeout`
+and leaves the replica unavailable until the device returns. `close` stops accepting, answers
+every accepted request, then stops the worker.
+
+All methods except the worker's must be called from the event loop the batcher was started on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import queue
+import threading
+import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from fpgaas.kernels.errors import DeviceError, DeviceTimeout, FpgaasError, NotReady, Overloaded, PayloadTooLarge
-from fpgaas.service.devices.base import LoadedKernel
+from fpgaas.kernels.errors import (
+    DeviceError,
+    DeviceTimeout,
+    FpgaasError,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+)
+from fpgaas.service.devices.base import LoadedKernel, StageTimes
 from fpgaas.service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -39,14 +62,15 @@ class BatchPolicy:
     max_queue_rows: int
     device_timeout_s: float
     retry_after_s: float = 1.0
+    max_queue_delay_s: float = math.inf
 
 
 @dataclass(eq=False)
 class _Request:
     x: np.ndarray  # float32 (n, n_inputs)
-    out: np.ndarray  # float32 (n, n_outputs), filled slice by slice
     future: asyncio.Future[np.ndarray]
     enqueued: float  # loop.time()
+    out: np.ndarray | None = None  # float32 (n, n_outputs); a view of a call's output when it fits one
     sent: int = 0  # rows handed to the device
     answered: int = 0  # rows whose outputs are in `out`
     finished: bool = False  # rows released from the queue bound
@@ -57,6 +81,63 @@ class _Request:
 
 
 _Slice = tuple[_Request, int, int]  # request, first row, end row
+
+
+@dataclass(eq=False)
+class _Call:
+    """One device call: its rows, where its answer goes, and its outcome (set by the worker)."""
+
+    slices: list[_Slice]
+    x: np.ndarray
+    out: np.ndarray
+    stages: StageTimes | None = None
+    error: BaseException | None = None
+    started: float = 0.0  # perf_counter() on the worker
+    seconds: float = 0.0  # wall time of the device call
+    timed_out: bool = False
+    deadline: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class _CallCost:
+    """Expected seconds of one device call of n rows.
+
+    Calibrated when the replica starts (the fastest of a few calls of 1 and of `max_batch`
+    rows, a straight line between them), then learned from every call: an exponentially
+    weighted mean per power-of-two size class, which wins over the line once that class has
+    been seen. Both ends are measured, so a deep queue is priced at full batches, not at the
+    per-row cost of the single-row calls an idle server makes."""
+
+    def __init__(self, max_batch: int, one_s: float, full_s: float, weight: float = 0.2) -> None:
+        self._max_batch = max_batch
+        self._one_s = one_s
+        self._full_s = max(full_s, one_s)
+        self._weight = weight
+        self._by_class: dict[int, float] = {}
+
+    def add(self, n: int, seconds: float) -> None:
+        k = n.bit_length()
+        seen = self._by_class.get(k)
+        self._by_class[k] = seconds if seen is None else seen + self._weight * (seconds - seen)
+
+    def seconds(self, n: int) -> float:
+        seen = self._by_class.get(n.bit_length())
+        if seen is not None:
+            return seen
+        if self._max_batch <= 1:
+            return self._full_s
+        return self._one_s + (self._full_s - self._one_s) * (n - 1) / (self._max_batch - 1)
+
+
+def _calibrate(kernel: LoadedKernel, n_inputs: int, n_outputs: int, rows: int, repeats: int = 3) -> float:
+    """The fastest of `repeats` calls of `rows` zero rows, in seconds."""
+    x = np.zeros((rows, n_inputs), dtype=np.float32)
+    out = np.empty((rows, n_outputs), dtype=np.float32)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        kernel.run_into(x, out)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 class Batcher:
@@ -79,15 +160,23 @@ class Batcher:
         self._n_inputs = n_inputs
         self._n_outputs = n_outputs
         self._policy = policy
-        self._metrics = metrics
+        self._metrics = metrics.replica(model, device)
         self._max_batch = kernel.max_batch
+        # Calls this small run on the event loop (a CPU kernel's choice; wrappers that do not
+        # say run every call on the worker).
+        self._inline_rows = int(getattr(kernel, "inline_rows", 0))
         self._queue: deque[_Request] = deque()
         self._unsent = 0  # rows in the queue not yet handed to the device
         self._accepted = 0  # rows accepted and not yet answered or failed: the bounded quantity
-        self._wakeup = asyncio.Event()
+        self._busy = False  # a call is on the device
+        self._hung = False  # that call is past its deadline: the device has not returned
         self._closing = False
-        self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"device-{model}")
+        self._linger: asyncio.TimerHandle | None = None
+        self._idle = asyncio.Event()
+        self._cost = _CallCost(self._max_batch, 0.0, 0.0)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._jobs: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
 
     @property
     def max_batch(self) -> int:
@@ -98,100 +187,144 @@ class Batcher:
         """Rows accepted and not yet answered (the quantity bounded by `max_queue_rows`)."""
         return self._accepted
 
+    @property
+    def available(self) -> bool:
+        """False while a device call is past its deadline and the device has not returned."""
+        return not self._hung
+
+    def expected_wait_s(self, n: int = 0) -> float:
+        """Seconds until `n` more rows would be answered: the rows ahead (queued and on the
+        device) plus these, in full calls, at the call cost measured so far."""
+        rows = self._accepted + n
+        full, rest = divmod(rows, self._max_batch)
+        return full * self._cost.seconds(self._max_batch) + (self._cost.seconds(rest) if rest else 0.0)
+
     def start(self) -> None:
-        """Start the batching task on the running event loop."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self._model}")
+        """Bind to the running event loop, time a few calls (the admission's prices: blocks for
+        ~6 device calls), and start the worker thread."""
+        if self._worker is None:
+            self._loop = asyncio.get_running_loop()
+            try:
+                one = _calibrate(self._kernel, self._n_inputs, self._n_outputs, 1)
+                full = _calibrate(self._kernel, self._n_inputs, self._n_outputs, self._max_batch)
+                self._cost = _CallCost(self._max_batch, one, full)
+            except Exception as exc:  # a sick card: priced at nothing until calls are seen
+                log.warning("model %s on %s: calibration failed: %s", self._model, self._device, exc)
+            self._worker = threading.Thread(
+                target=self._work, name=f"device-{self._model}-{self._device}", daemon=True
+            )
+            self._worker.start()
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
-        """x: float32 (n, n_inputs), n >= 1 -> float32 (n, n_outputs), row i answering x[i].
+        """x: float32 (n, n_inputs), n >= 1, already checked -> float32 (n, n_outputs), row i
+        answering x[i]. Raises PayloadTooLarge when the rows could never fit, Overloaded when they
+        do not fit now (rows or expected wait), NotReady when closing, DeviceError /
+        DeviceTimeout when a device call fails. Cancelling the caller (the client went away)
+        drops its rows not yet sent."""
+        return await self.enqueue(x)
 
-        Raises Overloaded when the rows do not fit in the queue, PayloadTooLarge when they never
-        could, NotReady when closing, DeviceError/DeviceTimeout when a device call fails.
-        """
-        if self._task is None or self._closing:
+    def enqueue(self, x: np.ndarray) -> asyncio.Future[np.ndarray]:
+        """`submit` without the coroutine: refusals raise at once, the answer is the future's."""
+        if self._loop is None or self._closing:
             raise NotReady(f"model {self._model} is not accepting requests (shutting down)")
-        if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] != self._n_inputs or x.dtype != np.float32:
-            raise ValueError(
-                f"batcher takes float32 (n >= 1, {self._n_inputs}) rows, got {x.dtype} {x.shape}"
-            )
+        if self._hung:
+            raise DeviceTimeout(f"{self._device} has not returned from a call past its deadline")
         n = int(x.shape[0])
-        limit = self._policy.max_queue_rows
-        if n > limit:
-            raise PayloadTooLarge(
-                f"{n} rows exceed the queue of {limit} rows of model {self._model}: split the request",
-                field="inputs",
-            )
-        if self._accepted + n > limit:
-            raise Overloaded(
-                f"model {self._model} has {self._accepted} rows queued, {n} more do not fit in {limit}",
-                retry_after_s=self._policy.retry_after_s,
-            )
-        loop = asyncio.get_running_loop()
-        request = _Request(
-            x=x,
-            out=np.empty((n, self._n_outputs), dtype=np.float32),
-            future=loop.create_future(),
-            enqueued=loop.time(),
-        )
+        self._admit(n)
+        request = _Request(x=x, future=self._loop.create_future(), enqueued=self._loop.time())
         self._queue.append(request)
         self._unsent += n
         self._accepted += n
-        self._metrics.queue_rows.labels(self._model, self._device).set(self._accepted)
-        self._wakeup.set()
-        # Cancelling this await (client gone) cancels the future; the batcher then skips its rows.
-        return await request.future
+        self._metrics.queue_rows.set(self._accepted)
+        self._idle.clear()
+        if not self._busy:
+            if self._policy.max_delay_s <= 0 or self._unsent >= self._max_batch:
+                self._dispatch()
+            elif self._linger is None:
+                self._linger = self._loop.call_at(request.enqueued + self._policy.max_delay_s, self._linger_end)
+        return request.future
+
+    def _admit(self, n: int) -> None:
+        policy = self._policy
+        if n > policy.max_queue_rows:
+            raise PayloadTooLarge(
+                f"{n} rows exceed the queue of {policy.max_queue_rows} rows of model {self._model}: "
+                "split the request",
+                field="inputs",
+            )
+        if self._accepted + n > policy.max_queue_rows:
+            raise Overloaded(
+                f"model {self._model} has {self._accepted} rows queued, {n} more do not fit in "
+                f"{policy.max_queue_rows}",
+                retry_after_s=policy.retry_after_s,
+            )
+        if self._accepted:  # an empty queue always admits: its wait is one call
+            wait = self.expected_wait_s(n)
+            if wait > policy.max_queue_delay_s:
+                raise Overloaded(
+                    f"model {self._model} on {self._device} would answer in ~{wait * 1e3:.0f} ms, over the "
+                    f"queue budget of {policy.max_queue_delay_s * 1e3:.0f} ms",
+                    retry_after_s=max(policy.retry_after_s, wait),
+                )
 
     async def close(self) -> None:
         """Refuse new requests, answer every accepted one, then stop the worker thread."""
         self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-        try:
-            # A kernel hung past its deadline must not hang shutdown as well.
-            await asyncio.wait_for(
-                asyncio.to_thread(self._executor.shutdown, True), self._policy.device_timeout_s
-            )
-        except TimeoutError:
-            log.error("model %s: the device worker is still busy at shutdown; leaving it", self._model)
-
-    async def _run(self) -> None:
-        try:
-            while True:
-                slices = await self._collect()
-                if slices:
-                    await self._dispatch(slices)
-                elif self._closing and not self._queue:
-                    return
-        except BaseException as exc:
-            # A bug here must not strand callers: fail everything still queued, then re-raise.
-            log.exception("batcher of %s stopped", self._model)
-            error = DeviceError(f"batcher of model {self._model} stopped: {exc!r}")
-            for request in self._queue:
-                self._fail(request, error)
-            self._queue.clear()
-            raise
-
-    async def _collect(self) -> list[_Slice]:
-        """Wait for the first row, then up to max_delay_s for a full batch; take <= max_batch rows."""
-        while not self._queue:
-            if self._closing:
-                return []
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        loop = asyncio.get_running_loop()
-        deadline = self._queue[0].enqueued + self._policy.max_delay_s
-        while self._unsent < self._max_batch and not self._closing:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            self._wakeup.clear()
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+            if not self._busy:
+                self._dispatch()
+        if self._queue or self._busy:
             try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
+                await asyncio.wait_for(self._idle.wait(), self._policy.device_timeout_s * 2)
             except TimeoutError:
-                break
-        return self._take()
+                log.error("model %s: %s did not drain in time at shutdown", self._model, self._device)
+        self._jobs.put(None)
+        worker = self._worker
+        if worker is not None:
+            # A kernel hung past its deadline must not hang shutdown as well.
+            await asyncio.to_thread(worker.join, self._policy.device_timeout_s)
+            if worker.is_alive():
+                log.error("model %s: the device worker is still busy at shutdown; leaving it", self._model)
+
+    def _linger_end(self) -> None:
+        self._linger = None
+        if not self._busy:
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start the next call with what is queued (the device is idle)."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        slices = self._take()
+        if not slices:
+            if not self._queue:
+                self._idle.set()
+            return
+        assert self._loop is not None
+        now = self._loop.time()
+        for request, start, _ in slices:
+            if start == 0:
+                self._metrics.queue_wait.observe(now - request.enqueued)
+        if len(slices) == 1:
+            request, start, end = slices[0]
+            x = request.x[start:end]
+        else:
+            x = np.concatenate([request.x[start:end] for request, start, end in slices])
+        n = int(x.shape[0])
+        out = np.empty((n, self._n_outputs), dtype=np.float32)
+        call = _Call(slices, x, out)
+        self._metrics.batch_size.observe(n)
+        self._busy = True
+        if n <= self._inline_rows:
+            # A CPU kernel this small costs less than the two thread switches of a hand-off.
+            self._run(call)
+            self._returned(call)
+            return
+        call.deadline = self._loop.call_at(now + self._policy.device_timeout_s, self._deadline_passed, call)
+        self._jobs.put(call)
 
     def _take(self) -> list[_Slice]:
         slices: list[_Slice] = []
@@ -212,59 +345,87 @@ class Batcher:
                 self._queue.popleft()
         return slices
 
-    async def _dispatch(self, slices: list[_Slice]) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        for request, start, _ in slices:
-            if start == 0:
-                self._metrics.queue_wait.labels(self._model).observe(now - request.enqueued)
-        if len(slices) == 1:
-            request, start, end = slices[0]
-            x = request.x[start:end]
-        else:
-            x = np.concatenate([request.x[start:end] for request, start, end in slices])
-        n = int(x.shape[0])
-        self._metrics.batch_size.labels(self._model).observe(n)
+    def _work(self) -> None:
+        """The worker thread: one device call at a time, each answer handed back to the loop."""
+        loop = self._loop
+        assert loop is not None
+        while (call := self._jobs.get()) is not None:
+            self._run(call)
+            try:
+                loop.call_soon_threadsafe(self._returned, call)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                return
+
+    def _run(self, call: _Call) -> None:
+        call.started = time.perf_counter()
         try:
-            call = loop.run_in_executor(self._executor, self._kernel.run, x)
-            y, stages = await asyncio.wait_for(call, self._policy.device_timeout_s)
-            if y.shape != (n, self._n_outputs):
-                raise DeviceError(
-                    f"device answered shape {y.shape} for {n} rows, expected ({n}, {self._n_outputs})"
-                )
-        except TimeoutError:
-            self._fail_all(
-                slices, DeviceTimeout(f"device call of {n} rows took over {self._policy.device_timeout_s} s")
-            )
-            return
-        except FpgaasError as exc:
-            self._fail_all(slices, exc)
-            return
-        except Exception as exc:
-            log.exception("device call of model %s failed", self._model)
-            error = DeviceError(f"device call failed: {exc!r}")
-            error.__cause__ = exc
-            self._fail_all(slices, error)
-            return
-        self._metrics.observe_stages(self._model, self._device, stages)
+            call.stages = self._kernel.run_into(call.x, call.out)
+        except BaseException as exc:
+            call.error = exc
+        call.seconds = time.perf_counter() - call.started
+
+    def _returned(self, call: _Call) -> None:
+        """On the loop: a call came back from the device."""
+        if call.deadline is not None:
+            call.deadline.cancel()
+        self._busy = False
+        if call.timed_out:
+            self._hung = False
+            log.warning("model %s: %s returned after its deadline; serving again", self._model, self._device)
+        elif call.error is not None:
+            self._fail_call(call, _as_device_error(call.error, self._model))
+        else:
+            assert call.stages is not None
+            self._cost.add(int(call.x.shape[0]), call.seconds)
+            self._metrics.observe_stages(call.stages)
+            self._answer(call)
+        self._dispatch()  # rows that waited during the call go now: the linger is for an idle device
+
+    def _deadline_passed(self, call: _Call) -> None:
+        """On the loop: the device did not return in time. Fail that call and everything queued
+        behind it (the dataplane retries them on another replica) until the device returns."""
+        call.timed_out = True
+        self._hung = True
+        error = DeviceTimeout(
+            f"device call of {call.x.shape[0]} rows on {self._device} took over "
+            f"{self._policy.device_timeout_s} s"
+        )
+        self._fail_call(call, error)
+        while self._queue:
+            request = self._queue.popleft()
+            self._fail(request, error)
+            self._release(request)
+        self._unsent = 0
+        self._idle.set()  # nothing is queued; the hung call is given up
+
+    def _answer(self, call: _Call) -> None:
         offset = 0
-        for request, start, end in slices:
+        for request, start, end in call.slices:
             k = end - start
             if not request.future.done():
-                request.out[start:end] = y[offset : offset + k]
+                if start == 0 and end == request.n:
+                    request.out = call.out[offset : offset + k]  # the whole request: a view, no copy
+                else:
+                    if request.out is None:
+                        request.out = np.empty((request.n, self._n_outputs), dtype=np.float32)
+                    request.out[start:end] = call.out[offset : offset + k]
                 request.answered += k
                 if request.answered == request.n:
+                    self._metrics.rows.inc(request.n)
                     request.future.set_result(request.out)
                     self._release(request)
             elif request.sent == request.n:
                 self._release(request)
             offset += k
 
-    def _fail_all(self, slices: list[_Slice], error: FpgaasError) -> None:
+    def _fail_call(self, call: _Call, error: FpgaasError) -> None:
         log.warning(
-            "model %s: device call failed, %d request(s) get the error: %s", self._model, len(slices), error
+            "model %s: device call failed, %d request(s) get the error: %s",
+            self._model,
+            len(call.slices),
+            error,
         )
-        for request, _, _ in slices:
+        for request, _, _ in call.slices:
             self._fail(request, error)
 
     def _fail(self, request: _Request, error: FpgaasError) -> None:
@@ -278,4 +439,13 @@ class Batcher:
         if not request.finished:
             request.finished = True
             self._accepted -= request.n
-            self._metrics.queue_rows.labels(self._model, self._device).set(self._accepted)
+            self._metrics.queue_rows.set(self._accepted)
+
+
+def _as_device_error(exc: BaseException, model: str) -> FpgaasError:
+    if isinstance(exc, FpgaasError):
+        return exc
+    log.error("device call of model %s failed", model, exc_info=exc)
+    error = DeviceError(f"device call failed: {exc!r}")
+    error.__cause__ = exc
+    return error

@@ -1,8 +1,11 @@
 """The protocol-agnostic core of the server: model lookup, input checks, batching.
 
-Front ends (`fpgaas.service.api` for the fpgaas routes, `fpgaas.service.api.v2` for the Open Inference
-Protocol) turn their wire format into numpy rows and call `DataPlane`; nothing here knows about
-HTTP or about which kind of device a replica runs on. Errors are `fpgaas.kernels.errors` exceptions
+Front ends (`fpgaas.service.api` for the fpgaas routes, `fpgaas.service.api.v2` for the Open
+Inference Protocol) resolve the model a request names once into a `ModelHandle` (built at start,
+with the tensor metadata every front end needs), turn their wire format into numpy rows, and
+call `DataPlane.infer(handle, rows)`, which checks the rows once (shape, dtype, finite) and
+hands them to a batcher that trusts them. Nothing here knows about HTTP or about which kind of
+device a replica runs on. Errors are `fpgaas.kernels.errors` exceptions
 carrying their status. Lifetime: `DataPlane.start` inside the running event loop, `close` at
 shutdown (drains, then closes the registry).
 
@@ -111,7 +114,21 @@ class _Replica:
 
     @property
     def healthy(self) -> bool:
-        return self.device.info.healthy
+        return self.batcher.available and self.device.info.healthy
+
+
+@dataclass(frozen=True, eq=False)
+class ModelHandle:
+    """A loaded model version as a request resolved it: fixed from load to shutdown."""
+
+    name: str
+    version: str
+    inputs: tuple[TensorMetadata, ...]
+    outputs: tuple[TensorMetadata, ...]
+    n_inputs: int
+    n_outputs: int
+    loaded: LoadedModel
+    replicas: tuple[_Replica, ...]
 
 
 class DataPlane:
@@ -126,6 +143,11 @@ class DataPlane:
     ) -> None:
         self._registry = registry
         self._replicas = replicas
+        self._handles: dict[tuple[str, str | None], ModelHandle] = {}
+        for m in registry.all():
+            handle = _handle(m, replicas[(m.name, m.version)])
+            self._handles[(m.name, m.version)] = handle
+            self._handles[(m.name, None)] = handle  # versions ascend: the highest is the default
         self._metrics = metrics
         self._probe_interval_s = probe_interval_s
         self._closing = False
@@ -174,8 +196,12 @@ class DataPlane:
         finally:
             self._registry.close()
 
-    def resolve(self, model: str | None, version: str | None = None) -> LoadedModel:
-        """The model a request means: `model` None is allowed when exactly one model is loaded."""
+    def resolve(self, model: str | None, version: str | None = None) -> ModelHandle:
+        """The model a request means (its highest version when `version` is None); `model` None
+        is allowed when exactly one model is loaded. Raises ModelNotFound, BadInput, NotReady."""
+        handle = self._handles.get((model, version)) if model is not None else None
+        if handle is not None:
+            return handle
         if model is None:
             names = self._registry.names()
             if not names:
@@ -183,16 +209,18 @@ class DataPlane:
             if len(names) != 1:
                 loaded = ", ".join(names) or "none"
                 raise BadInput(f"name the model: {len(names)} models are loaded ({loaded})", field="model")
-            model = names[0]
-        return self._registry.get(model, version)
+            return self.resolve(names[0], version)
+        found = self._registry.get(model, version)  # raises ModelNotFound naming what is loaded
+        return self._handles[(found.name, found.version)]
 
-    async def infer(self, model: str | None, version: str | None, x: np.ndarray) -> InferResult:
-        """Run float32 rows (n_samples, n_inputs) through a model; raises BadInput naming the problem."""
+    async def infer(self, handle: ModelHandle, x: np.ndarray) -> InferResult:
+        """Run rows (n_samples, n_inputs) through a resolved model; BadInput names a bad value.
+
+        `x` may be any real dtype; it is checked once here (2-D, width, finite in float32)."""
         if self._closing:
             raise NotReady("the server is shutting down")
-        loaded = self.resolve(model, version)
-        batch = check_rows(x, loaded.n_inputs)
-        replicas = self._replicas[(loaded.name, loaded.version)]
+        batch = check_rows(x, handle.n_inputs)
+        replicas = handle.replicas
         replica = _least_loaded(replicas)
         try:
             outputs = await replica.batcher.submit(batch)
@@ -204,14 +232,13 @@ class DataPlane:
             failed, replica = replica, _least_loaded(others)
             log.warning(
                 "%s: %s failed (%s); retrying on %s",
-                loaded.name,
+                handle.name,
                 failed.device.info.name,
                 exc.message,
                 replica.device.info.name,
             )
             outputs = await replica.batcher.submit(batch)
-        self._metrics.rows.labels(loaded.name).inc(batch.shape[0])
-        return InferResult(loaded.name, loaded.version, replica.device.info.name, outputs)
+        return InferResult(handle.name, handle.version, replica.device.info.name, outputs)
 
     def models(self) -> list[ModelMetadata]:
         """Every loaded model version, by name then version."""
@@ -219,7 +246,7 @@ class DataPlane:
 
     def model(self, name: str, version: str | None = None) -> ModelMetadata:
         """One model version (its highest when `version` is None); raises ModelNotFound."""
-        return self._metadata(self._registry.get(name, version))
+        return self._metadata(self.resolve(name, version).loaded)
 
     def refused(self) -> list[RefusedArtifact]:
         """Artifacts found in the repository but not served, with the reason."""
@@ -264,10 +291,10 @@ class DataPlane:
         while True:
             await asyncio.sleep(self._probe_interval_s)
             probes = [
-                self._probe(r.batcher, self._registry.get(name, version).n_inputs)
+                self._probe(r.batcher, self._handles[(name, version)].n_inputs)
                 for (name, version), replicas in self._replicas.items()
                 for r in replicas
-                if not r.healthy and r.batcher.accepted_rows == 0
+                if not r.device.info.healthy and r.batcher.available and r.batcher.accepted_rows == 0
             ]
             if probes:
                 await asyncio.gather(*probes)
@@ -279,13 +306,14 @@ class DataPlane:
 
     def _metadata(self, m: LoadedModel) -> ModelMetadata:
         manifest = m.artifact.manifest
+        handle = self._handles[(m.name, m.version)]
         infos = tuple(r.device.info for r in m.replicas)
         return ModelMetadata(
             name=m.name,
             version=m.version,
             versions=tuple(self._registry.versions(m.name)),
-            inputs=tuple(TensorMetadata(t.name, t.dtype, t.shape, t.fixed_point) for t in manifest.inputs),
-            outputs=tuple(TensorMetadata(t.name, t.dtype, t.shape, t.fixed_point) for t in manifest.outputs),
+            inputs=handle.inputs,
+            outputs=handle.outputs,
             device=next((i for i in infos if i.healthy), infos[0]),
             engine=manifest.engine,
             engine_note=manifest.engine_note,
@@ -299,6 +327,20 @@ class DataPlane:
         )
 
 
+def _handle(m: LoadedModel, replicas: tuple[_Replica, ...]) -> ModelHandle:
+    manifest = m.artifact.manifest
+    return ModelHandle(
+        name=m.name,
+        version=m.version,
+        inputs=tuple(TensorMetadata(t.name, t.dtype, t.shape, t.fixed_point) for t in manifest.inputs),
+        outputs=tuple(TensorMetadata(t.name, t.dtype, t.shape, t.fixed_point) for t in manifest.outputs),
+        n_inputs=m.n_inputs,
+        n_outputs=m.n_outputs,
+        loaded=m,
+        replicas=replicas,
+    )
+
+
 def _least_loaded(replicas: Sequence[_Replica]) -> _Replica:
     """The healthy replica with the fewest rows waiting (the first on ties); if none is healthy,
     the least loaded of all, whose call lets its device attempt recovery."""
@@ -307,7 +349,8 @@ def _least_loaded(replicas: Sequence[_Replica]) -> _Replica:
 
 
 def check_rows(x: np.ndarray, n_inputs: int) -> np.ndarray:
-    """Return x as C-contiguous float32 (n >= 1, n_inputs) rows, or raise BadInput naming the problem."""
+    """Return x as C-contiguous float32 (n >= 1, n_inputs) rows (x itself when it already is),
+    or raise BadInput naming the problem. The one check of a request's rows."""
     if x.ndim != 2:
         raise BadInput(
             f"inputs must be 2-D (samples x {n_inputs} features), got shape {x.shape}", field="inputs"

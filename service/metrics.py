@@ -7,9 +7,7 @@ Thread-safe (prometheus_client metrics are).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -68,53 +66,54 @@ class ServiceMetrics:
         )
         self.errors = Counter("fpgaas_errors", "error answers by code", ["model", "code"], registry=registry)
         self.rows = Counter("fpgaas_rows", "rows answered", ["model"], registry=registry)
+        self.client_disconnects = Counter(
+            "fpgaas_client_disconnects",
+            "requests whose client went away before the answer (not server errors)",
+            ["route"],
+            registry=registry,
+        )
+        self._durations: dict[tuple[str, str, str], Histogram] = {}
 
-    def observe_stages(self, model: str, device: str, stages: StageTimes) -> None:
+    def request_done(self, route: str, model: str, status: int, seconds: float) -> None:
+        """Record one HTTP request. Labels are bounded: `route` is a path template, `model` a
+        loaded model's name or "", `status` an HTTP status; children are bound once and reused."""
+        key = (route, model, str(status))
+        child = self._durations.get(key)
+        if child is None:
+            child = self._durations[key] = self.request_duration.labels(*key)
+        child.observe(seconds)
+
+    def replica(self, model: str, device: str) -> ReplicaMetrics:
+        """The children one replica (model version on a device) records into, bound once."""
+        stage = self.device_stage
+        return ReplicaMetrics(
+            queue_wait=self.queue_wait.labels(model),
+            batch_size=self.batch_size.labels(model),
+            input_transfer=stage.labels(model, device, "input_transfer"),
+            kernel=stage.labels(model, device, "kernel"),
+            output_transfer=stage.labels(model, device, "output_transfer"),
+            queue_rows=self.queue_rows.labels(model, device),
+            rows=self.rows.labels(model),
+        )
+
+
+
+@dataclass(frozen=True)
+class ReplicaMetrics:
+    """Pre-bound metric children of one replica: no label lookup on the hot path."""
+
+    queue_wait: Histogram
+    batch_size: Histogram
+    input_transfer: Histogram
+    kernel: Histogram
+    output_transfer: Histogram
+    queue_rows: Gauge
+    rows: Counter
+
+    def observe_stages(self, stages: StageTimes) -> None:
         """Record the three stages of one device call (seconds)."""
-        self.device_stage.labels(model, device, "input_transfer").observe(stages.to_device_s)
-        self.device_stage.labels(model, device, "kernel").observe(stages.kernel_s)
-        self.device_stage.labels(model, device, "output_transfer").observe(stages.from_device_s)
+        self.input_transfer.observe(stages.to_device_s)
+        self.kernel.observe(stages.kernel_s)
+        self.output_transfer.observe(stages.from_device_s)
 
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class RequestMetricsMiddleware:
-    """Pure ASGI middleware timing every HTTP request and counting those in flight.
-
-    The route label is the path template (bounded cardinality); the model label is what the
-    handler stored in `request.state.model` (empty when none).
-    """
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_and_remember(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        self.metrics.inflight.inc()
-        try:
-            await self.app(scope, receive, send_and_remember)
-        finally:
-            self.metrics.inflight.dec()
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            model = str(scope.get("state", {}).get("model", ""))
-            self.metrics.request_duration.labels(template, model, str(status)).observe(
-                time.perf_counter() - start
-            )

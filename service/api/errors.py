@@ -1,19 +1,32 @@
-"""The one place where exceptions become HTTP answers, all shaped
-`{"error": {"code", "message", "field"}}`.
+"""The one place where exceptions become answers: classified once, rendered per protocol.
 
-`FpgaasError` -> its `status_code` (plus `Retry-After` for `Overloaded`); FastAPI's request
-validation -> 400 naming the field; routing errors (404/405) keep their status; anything else
--> 500 with a generic message and the traceback in the log.
+`classify(exc)` maps anything a request can raise to an `ErrorAnswer` (status, code, message,
+field, headers):
+
+    FpgaasError                  its own status_code and code (Retry-After for Overloaded)
+    RequestValidationError       400 bad_input naming the field (FastAPI's parameter checks)
+    starlette HTTPException      its status (404 not_found, 405 method_not_allowed + Allow)
+    anything else                500 internal, with a generic message (the traceback is logged)
+
+Two renderers: `fpgaas_body` for the fpgaas routes, `{"error": {"code", "message", "field"}}`,
+and `v2_body` for the Open Inference Protocol, `{"error": "<field>: <message>"}`. The path
+decides which (`renderer_for`). `count` records the answer in the metrics: every error by code,
+and refusals that protect the server (413, 503 overloaded / not ready) apart. The same
+functions serve the hot routes (`fpgaas.service.api.front`) and FastAPI's exception handlers.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Mapping
+import dataclasses
+from dataclasses import dataclass
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fpgaas.kernels.errors import FpgaasError, NotReady, Overloaded, PayloadTooLarge
@@ -23,59 +36,76 @@ log = logging.getLogger(__name__)
 
 # Refusals that protect the server, counted apart from other errors.
 _REJECTIONS = (Overloaded, PayloadTooLarge, NotReady)
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+V2_PREFIX = "/v2"
 
 
-def error_response(
-    status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "field": field}}
-    return JSONResponse(body, status_code=status, headers=headers)
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """What a failed request is answered with, whatever the protocol."""
+
+    status: int
+    code: str
+    message: str
+    field: str | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    rejection: bool = False  # refused to protect the server (counted apart)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register every exception handler of the app; errors are counted in `app.state.metrics`."""
-
-    def model_of(request: Request) -> str:
-        return str(getattr(request.state, "model", ""))
-
-    def metrics_of(request: Request) -> ServiceMetrics:
-        metrics: ServiceMetrics = request.app.state.metrics
-        return metrics
-
-    async def on_fpgaas_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, FpgaasError)
-        model = model_of(request)
-        metrics = metrics_of(request)
-        metrics.errors.labels(model, exc.code).inc()
-        if isinstance(exc, _REJECTIONS):
-            metrics.rejected.labels(model, exc.code).inc()
-        headers = None
+def classify(exc: BaseException) -> ErrorAnswer:
+    """The answer to `exc`; unexpected exceptions are logged here with their traceback."""
+    if isinstance(exc, FpgaasError):
+        headers = {}
         if isinstance(exc, Overloaded):
-            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
-        if exc.status_code >= 500:
-            log.warning(
-                "%s %s -> %d %s: %s", request.method, request.url.path, exc.status_code, exc.code, exc
-            )
-        return error_response(exc.status_code, exc.code, exc.message, exc.field, headers)
-
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return ErrorAnswer(
+            exc.status_code, exc.code, exc.message, exc.field, headers, isinstance(exc, _REJECTIONS)
+        )
+    if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        field = ".".join(str(part) for part in first.get("loc", ())) or None
-        metrics_of(request).errors.labels(model_of(request), "bad_input").inc()
-        return error_response(400, "bad_input", str(first.get("msg", "invalid request")), field)
+        where = ".".join(str(part) for part in first.get("loc", ())) or None
+        return ErrorAnswer(400, "bad_input", str(first.get("msg", "invalid request")), where)
+    if isinstance(exc, StarletteHTTPException):
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return ErrorAnswer(exc.status_code, code, str(exc.detail), None, dict(exc.headers or {}))
+    log.error("unexpected error", exc_info=exc)
+    return ErrorAnswer(500, "internal", "internal server error; the server log has the details")
 
-    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
-        return error_response(exc.status_code, code, str(exc.detail), None, dict(exc.headers or {}))
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("%s %s failed", request.method, request.url.path)
-        metrics_of(request).errors.labels(model_of(request), "internal").inc()
-        return error_response(500, "internal", "internal server error; the server log has the details")
+def fpgaas_body(answer: ErrorAnswer) -> bytes:
+    return orjson.dumps({"error": {"code": answer.code, "message": answer.message, "field": answer.field}})
 
-    app.add_exception_handler(FpgaasError, on_fpgaas_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)
+
+def v2_body(answer: ErrorAnswer) -> bytes:
+    # The protocol's error is one string; the offending field, when known, leads it.
+    message = answer.message if answer.field is None else f"{answer.field}: {answer.message}"
+    return orjson.dumps({"error": message})
+
+
+Renderer = Callable[[ErrorAnswer], bytes]
+
+
+def renderer_for(path: str) -> Renderer:
+    return v2_body if path == V2_PREFIX or path.startswith(V2_PREFIX + "/") else fpgaas_body
+
+
+def count(metrics: ServiceMetrics, model: str, answer: ErrorAnswer) -> None:
+    """Record an error answer; `model` is a loaded model's name or "" (never a raw client string)."""
+    metrics.errors.labels(model, answer.code).inc()
+    if answer.rejection:
+        metrics.rejected.labels(model, answer.code).inc()
+    if answer.status >= 500 and answer.code != "internal":
+        log.warning("-> %d %s: %s", answer.status, answer.code, answer.message)
+
+
+def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
+    """FastAPI's handlers for the routes it serves (everything but the hot routes)."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        answer = classify(exc)
+        count(metrics, str(getattr(request.state, "model", "")), answer)
+        body = renderer_for(request.url.path)(answer)
+        return Response(body, answer.status, dict(answer.headers), media_type="application/json")
+
+    for kind in (FpgaasError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, handle)

@@ -1,24 +1,30 @@
 """Request bodies -> numpy rows, with errors that name the field at fault.
 
-Bodies are read with a byte limit (the declared Content-Length and the bytes actually
-received both count). JSON rows go through one `np.array` call; only when that fails or
-could have coerced something (booleans, strings) are the rows walked in Python to name the
-first bad value, so a 100k-number body costs milliseconds.
+JSON is parsed with orjson, which refuses NaN/Infinity, nesting deeper than 1024 and numbers
+that overflow a double; rows go through one `np.array` call, and only when that fails or could
+have coerced something (booleans, strings) are they walked in Python to name the first bad
+value, so a 100k-number body costs milliseconds. `Content-Encoding` (gzip, deflate) is undone
+with the same byte limit as the body, without ever holding more than the limit inflated.
+Pure functions; thread-safe (large bodies are parsed on a worker thread).
 """
 
 from __future__ import annotations
 
-import json
+import zlib
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import numpy as np
-from fastapi import Request
+import orjson
 
-from fpgaas.kernels.errors import BadInput, PayloadTooLarge
+from fpgaas.kernels.errors import BadInput, PayloadTooLarge, UnsupportedMediaType
 
 WIRE_DTYPE = np.dtype("<f4")  # little-endian float32, whatever the host's byte order
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
 _JSON_FIELDS = ("model", "version", "inputs")
+# zlib's window bits: gzip framing, and zlib framing (HTTP's "deflate").
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 @dataclass(frozen=True)
@@ -28,38 +34,67 @@ class JsonPredict:
     inputs: np.ndarray  # 2-D, float64 or integer; width and range are checked by the dataplane
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, or PayloadTooLarge (413) as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadInput(f"Content-Length {declared!r} is not a byte count", field="Content-Length")
-        if int(declared) > limit:
-            raise PayloadTooLarge(
-                f"body of {declared} bytes exceeds the limit of {limit} bytes", field="body"
-            )
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", field="body")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def media_type(content_type: str | None, default: str = JSON) -> str:
+    """`Content-Type` without parameters, lower case; `default` when absent."""
+    if not content_type:
+        return default
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def require_media_type(content_type: str, allowed: tuple[str, ...]) -> None:
+    if content_type not in allowed:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {content_type!r}: send {' or '.join(allowed)}", field="Content-Type"
+        )
+
+
+def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo a request's `Content-Encoding`, refusing (413) any body that inflates past `limit`
+    bytes and (415) encodings other than gzip, deflate and identity."""
+    name = (encoding or "").strip().lower()
+    if name in ("", "identity"):
+        return body
+    wbits = _WBITS.get(name)
+    if wbits is None:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Encoding {encoding!r}: send gzip, deflate or none", field="Content-Encoding"
+        )
+    inflater = zlib.decompressobj(wbits)
+    try:
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadInput(f"body is not valid {name} data: {exc}", field="Content-Encoding") from exc
+    if len(plain) > limit:
+        raise PayloadTooLarge(f"body inflates past the limit of {limit} bytes", field="body")
+    if not inflater.eof:
+        raise BadInput(f"body is truncated {name} data", field="Content-Encoding")
+    return plain
+
+
+_NON_FINITE = (b"-Infinity", b"Infinity", b"NaN")  # Python's json extensions, not JSON
+
+
+def load_json(body: bytes, field: str = "body", numbers_field: str = "body") -> Any:
+    """Parse JSON text; BadInput for anything orjson refuses, naming `numbers_field` when the
+    culprit is a NaN or Infinity token (numbers must be finite) and `field` otherwise."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        near = bytes(body[max(exc.pos - 1, 0) : exc.pos + 9])
+        token = next((t for t in _NON_FINITE if near.startswith(t) or near[1:].startswith(t)), None)
+        if token is not None:
+            message = f"{token.decode()} is not allowed: numbers must be finite"
+            raise BadInput(message, field=numbers_field) from exc
+        raise BadInput(f"malformed JSON: {exc}", field=field) from exc
 
 
 def parse_json_predict(body: bytes) -> JsonPredict:
     """Parse `{"model"?, "version"?, "inputs": [[numbers], ...]}`; BadInput names the field."""
     if not body.strip():
         raise BadInput("empty body: send a JSON object with 'inputs'", field="body")
-    try:
-        doc = json.loads(body, parse_constant=_reject_constant)
-    except _NonFiniteConstant as exc:
-        raise BadInput(f"{exc.token} is not allowed: inputs must be finite numbers", field="inputs") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInput(f"malformed JSON: {exc}", field="body") from exc
+    doc = load_json(body, numbers_field="inputs")
     if not isinstance(doc, dict):
-        raise BadInput(f"body must be a JSON object, got {_json_type(doc)}", field="body")
+        raise BadInput(f"body must be a JSON object, got {json_type(doc)}", field="body")
     for key in doc:
         if key not in _JSON_FIELDS:
             raise BadInput(f"unknown field {key!r}; expected {', '.join(_JSON_FIELDS)}", field=key)
@@ -67,10 +102,11 @@ def parse_json_predict(body: bytes) -> JsonPredict:
         raise BadInput("missing 'inputs': a list of rows of numbers", field="inputs")
     rows = doc["inputs"]
     if not isinstance(rows, list):
-        raise BadInput(f"inputs must be a list of rows, got {_json_type(rows)}", field="inputs")
+        raise BadInput(f"inputs must be a list of rows, got {json_type(rows)}", field="inputs")
     if not rows:
         raise BadInput("inputs hold no samples: send at least one row", field="inputs")
-    return JsonPredict(_name(doc, "model"), _name(doc, "version"), _rows_to_array(rows, body))
+    suspicious = b"true" in body or b"false" in body  # np.array turns booleans mixed with numbers into 1/0
+    return JsonPredict(_name(doc, "model"), _name(doc, "version"), _rows_to_array(rows, suspicious))
 
 
 def parse_binary_rows(body: bytes, n_inputs: int) -> np.ndarray:
@@ -88,9 +124,21 @@ def parse_binary_rows(body: bytes, n_inputs: int) -> np.ndarray:
 
 
 def encode_json_answer(model: str, version: str, device: str, outputs: np.ndarray) -> bytes:
-    # float32 -> Python float is exact, and repr() of it converts back to the same float32.
-    answer = {"model": model, "version": version, "device": device, "outputs": outputs.tolist()}
-    return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
+    # orjson writes each float32 in its shortest form, which parses back (through a double, too:
+    # 53 >= 2*24 + 2 bits, so no double rounding) to the same float32.
+    answer = {"model": model, "version": version, "device": device, "outputs": outputs}
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def refuse_booleans(values: Any, field: str) -> None:
+    """Raise BadInput at the first boolean in nested lists of `values` (JSON true/false)."""
+    stack: list[tuple[Any, str]] = [(values, field)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, bool):
+            _bad(f"{where} is a boolean, expected a number", where)
+        if isinstance(value, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(value))
 
 
 def _name(doc: dict[str, Any], key: str) -> str | None:
@@ -100,16 +148,15 @@ def _name(doc: dict[str, Any], key: str) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool) and key == "version":
         return str(value)
     if not isinstance(value, str) or not value:
-        raise BadInput(f"{key} must be a non-empty string, got {_json_type(value)}", field=key)
+        raise BadInput(f"{key} must be a non-empty string, got {json_type(value)}", field=key)
     return value
 
 
-def _rows_to_array(rows: list[Any], body: bytes) -> np.ndarray:
+def _rows_to_array(rows: list[Any], suspicious: bool) -> np.ndarray:
     try:
         arr: np.ndarray | None = np.array(rows)
-    except (ValueError, TypeError):  # ragged rows
+    except (ValueError, TypeError, OverflowError):  # ragged rows
         arr = None
-    suspicious = b"true" in body or b"false" in body  # np.array turns booleans mixed with numbers into 1/0
     if arr is None or arr.ndim != 2 or arr.dtype.kind not in "iuf" or suspicious:
         _explain(rows)
     if arr is None or arr.ndim != 2:
@@ -124,14 +171,14 @@ def _explain(rows: list[Any]) -> None:
     width = -1
     for i, row in enumerate(rows):
         if not isinstance(row, list):
-            _bad(f"inputs[{i}] must be a list of numbers, got {_json_type(row)}", f"inputs[{i}]")
+            _bad(f"inputs[{i}] must be a list of numbers, got {json_type(row)}", f"inputs[{i}]")
         if width < 0:
             width = len(row)
         elif len(row) != width:
             _bad(f"ragged rows: inputs[{i}] has {len(row)} values, inputs[0] has {width}", f"inputs[{i}]")
         for j, value in enumerate(row):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                _bad(f"inputs[{i}][{j}] is {_json_type(value)}, expected a number", f"inputs[{i}][{j}]")
+                _bad(f"inputs[{i}][{j}] is {json_type(value)}, expected a number", f"inputs[{i}][{j}]")
             if isinstance(value, int):
                 try:
                     float(value)
@@ -143,18 +190,7 @@ def _bad(message: str, field: str) -> NoReturn:
     raise BadInput(message, field=field)
 
 
-class _NonFiniteConstant(ValueError):
-    def __init__(self, token: str) -> None:
-        super().__init__(token)
-        self.token = token
-
-
-def _reject_constant(token: str) -> NoReturn:
-    # Python's json accepts NaN, Infinity and -Infinity, which JSON does not define.
-    raise _NonFiniteConstant(token)
-
-
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -1,97 +1,120 @@
-"""`POST /predict`: JSON rows or raw little-endian float32 rows, chosen by Content-Type."""
+"""`POST /predict`: JSON rows or raw little-endian float32 rows, chosen by Content-Type.
+
+A hot route (served by `fpgaas.service.api.front` without FastAPI): decode -> dataplane ->
+encode. JSON `{"model"?, "version"?, "inputs": [[...], ...]}` -> `{"model", "version",
+"device", "outputs"}`; `application/octet-stream` float32 rows (model in the query string) ->
+float32 rows with headers X-Model, X-Model-Version, X-Device, X-Output-Shape. JSON bodies over
+`OFF_LOOP_BYTES` are parsed on a worker thread so that one large body never stalls the others.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request, Response
+import asyncio
+from typing import Any
 
 from fpgaas.kernels.errors import BadInput
-from fpgaas.service.api.deps import DataPlaneDep, SettingsDep
+from fpgaas.service.api.asgi import Answer, HttpCall
 from fpgaas.service.api.payload import (
+    JSON,
+    OCTET_STREAM,
     WIRE_DTYPE,
     encode_json_answer,
+    media_type,
     parse_binary_rows,
     parse_json_predict,
-    read_body,
+    require_media_type,
 )
 from fpgaas.service.api.schemas import ErrorResponse, PredictRequest, PredictResponse
+from fpgaas.service.dataplane import DataPlane
 
-router = APIRouter(tags=["predict"])
-
-OCTET_STREAM = "application/octet-stream"
-JSON = "application/json"
-
-_ERRORS = {
-    s: {"model": ErrorResponse, "description": d}
-    for s, d in (
-        (400, "bad input (the error names the field)"),
-        (404, "unknown model or version"),
-        (413, "body too large"),
-        (503, "overloaded (Retry-After), device failure or not ready"),
-    )
-}
+PATH = "/predict"
+OFF_LOOP_BYTES = 64 * 1024  # parsing this much JSON takes ~0.3 ms: worth a thread hop beyond
 
 
-@router.post(
-    "/predict",
-    response_model=PredictResponse,
-    responses={
-        200: {"content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}},
-        **_ERRORS,  # type: ignore[dict-item]
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                JSON: {"schema": PredictRequest.model_json_schema()},
-                OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}},
-            },
-        }
-    },
-    summary="Run samples through a model",
-)
-async def predict(
-    request: Request,
-    dataplane: DataPlaneDep,
-    settings: SettingsDep,
-    model: str | None = Query(None, description="model name (binary bodies; JSON may say it in the body)"),
-    version: str | None = Query(None, description="model version; default: the highest loaded"),
-) -> Response:
-    """JSON `{"model"?, "version"?, "inputs": [[...], ...]}` -> `{"model", "version", "device",
-    "outputs"}`; or `application/octet-stream` float32 rows (model in the query string) ->
-    float32 rows with headers X-Model, X-Model-Version, X-Device, X-Output-Shape."""
-    content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
-    if content_type not in (JSON, OCTET_STREAM):
-        raise BadInput(
-            f"unsupported Content-Type {content_type!r}: send {JSON} or {OCTET_STREAM}", field="Content-Type"
-        )
-    if model is not None:
-        request.state.model = model
-    body = await read_body(request, settings.max_body_bytes)
+async def predict(call: HttpCall, dataplane: DataPlane, max_body_bytes: int) -> Answer:
+    content_type = media_type(call.header(b"content-type"))
+    require_media_type(content_type, (JSON, OCTET_STREAM))
+    query = call.query()
+    model, version = query.get("model"), query.get("version")
+    body = await call.body(max_body_bytes)
 
     if content_type == OCTET_STREAM:
-        loaded = dataplane.resolve(model, version)
-        request.state.model = loaded.name
-        result = await dataplane.infer(loaded.name, loaded.version, parse_binary_rows(body, loaded.n_inputs))
+        handle = dataplane.resolve(model, version)
+        call.model_label = handle.name
+        result = await dataplane.infer(handle, parse_binary_rows(body, handle.n_inputs))
         outputs = result.outputs
-        return Response(
-            content=outputs.astype(WIRE_DTYPE, copy=False).tobytes(),
-            media_type=OCTET_STREAM,
-            headers={
-                "X-Model": result.model,
-                "X-Model-Version": result.version,
-                "X-Device": result.device,
-                "X-Output-Shape": ",".join(str(d) for d in outputs.shape),
-            },
+        headers = (
+            (b"x-model", result.model.encode()),
+            (b"x-model-version", result.version.encode()),
+            (b"x-device", result.device.encode()),
+            (b"x-output-shape", ",".join(str(d) for d in outputs.shape).encode()),
         )
+        return Answer(200, outputs.astype(WIRE_DTYPE, copy=False).tobytes(), OCTET_STREAM, headers)
 
-    parsed = parse_json_predict(body)
+    if len(body) > OFF_LOOP_BYTES:
+        parsed = await asyncio.to_thread(parse_json_predict, body)
+    else:
+        parsed = parse_json_predict(body)
     for name, in_body, in_query in (("model", parsed.model, model), ("version", parsed.version, version)):
         if in_body is not None and in_query is not None and in_body != in_query:
             raise BadInput(f"{name} is {in_body!r} in the body but {in_query!r} in the query", field=name)
-    loaded = dataplane.resolve(parsed.model or model, parsed.version or version)
-    request.state.model = loaded.name
-    result = await dataplane.infer(loaded.name, loaded.version, parsed.inputs)
-    return Response(
-        content=encode_json_answer(result.model, result.version, result.device, result.outputs),
-        media_type=JSON,
-    )
+    handle = dataplane.resolve(parsed.model or model, parsed.version or version)
+    call.model_label = handle.name
+    result = await dataplane.infer(handle, parsed.inputs)
+    return Answer(200, encode_json_answer(result.model, result.version, result.device, result.outputs))
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI path item of `/predict` (the route is not a FastAPI route)."""
+    errors = {
+        str(status): {
+            "description": description,
+            "content": {JSON: {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+        }
+        for status, description in (
+            (400, "bad input (the error names the field)"),
+            (404, "unknown model or version"),
+            (413, "body too large"),
+            (415, "unsupported Content-Type or Content-Encoding"),
+            (503, "overloaded (Retry-After), device failure or not ready"),
+        )
+    }
+    query = [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": description,
+        }
+        for name, description in (
+            ("model", "model name (binary bodies; JSON may say it in the body)"),
+            ("version", "model version; default: the highest loaded"),
+        )
+    ]
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "post": {
+            "tags": ["predict"],
+            "summary": "Run samples through a model",
+            "operationId": "predict",
+            "parameters": query,
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": {"$ref": "#/components/schemas/PredictRequest"}}, OCTET_STREAM: binary},
+            },
+            "responses": {
+                "200": {
+                    "description": "one output row per input row",
+                    "content": {
+                        JSON: {"schema": {"$ref": "#/components/schemas/PredictResponse"}},
+                        OCTET_STREAM: binary,
+                    },
+                },
+                **errors,
+            },
+        }
+    }
+
+
+OPENAPI_MODELS = (PredictRequest, PredictResponse, ErrorResponse)

@@ -34,17 +34,38 @@ class DeviceInfo:
 class LoadedKernel(Protocol):
     """A kernel resident on a device, its buffers allocated for `max_batch` rows.
 
-    `run` blocks and is called from one worker thread at a time.
+    `run_into` blocks and is called from one worker thread at a time. Its caller (the batcher)
+    has checked the rows already: a shape the device cannot take is a device fault
+    (`DeviceError`, 503), never the client's.
     """
 
     @property
     def max_batch(self) -> int: ...
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, StageTimes]:
-        """x: float32 (n, n_inputs) with n <= max_batch -> float32 (n, n_outputs)."""
+    # Calls of at most this many rows may run on the caller's (event loop) thread: only a CPU
+    # kernel that never blocks says > 0. Read with getattr(kernel, "inline_rows", 0).
+    inline_rows: int
+
+    def run_into(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
+        """x: float32 (n, n_inputs), 1 <= n <= max_batch; writes float32 (n, n_outputs) into `out`
+        (C-contiguous, the caller's): the output transfer is the only copy of the answer."""
         ...
 
     def close(self) -> None: ...
+
+
+class KernelRunMixin:
+    """`run(x)`: `run_into` with a new output array, for callers that hold no buffer."""
+
+    n_outputs: int
+    inline_rows: int = 0
+
+    def run_into(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
+        raise NotImplementedError
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, StageTimes]:
+        out = np.empty((x.shape[0] if x.ndim else 0, self.n_outputs), dtype=np.float32)
+        return out, self.run_into(x, out)
 
 
 class Device(Protocol):

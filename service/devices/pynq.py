@@ -34,11 +34,14 @@ import numpy as np
 import pynq
 
 from fpgaas.kernels.artifact import Artifact
-from fpgaas.kernels.errors import BadInput, DeviceError, DeviceTimeout
+from fpgaas.kernels.errors import DeviceError, DeviceTimeout
 from fpgaas.kernels.xclbin import EMULATION_XCLBIN
-from fpgaas.service.devices.base import DeviceInfo, StageTimes
+from fpgaas.service.devices.base import DeviceInfo, KernelRunMixin, StageTimes
 from fpgaas.service.devices.pynq_compat import ensure_pynq_numpy2_compat
-from fpgaas.service.devices.pynq_emulation import EMULATION_CAPABILITY, install_emulated_cards
+
+# What an emulated card (fpgaas.service.devices.pynq_emulation) reports in `has_capability`;
+# that module is imported only when emulated cards are asked for.
+EMULATION_CAPABILITY = "FPGAAS_EMULATION"
 
 
 class Codec(Protocol):
@@ -50,8 +53,8 @@ class Codec(Protocol):
         """Write float32 (n, n_inputs) into the input buffer rows `out` without allocating."""
         ...
 
-    def decode(self, y: np.ndarray) -> np.ndarray:
-        """Return float32 (n, n_outputs) from output buffer rows (a new array)."""
+    def decode_into(self, y: np.ndarray, out: np.ndarray) -> None:
+        """Write float32 (n, n_outputs) from output buffer rows into `out` (the one copy)."""
         ...
 
 
@@ -63,8 +66,8 @@ class Float32Codec:
     def encode(self, x: np.ndarray, out: np.ndarray) -> None:
         np.copyto(out, x, casting="same_kind")
 
-    def decode(self, y: np.ndarray) -> np.ndarray:
-        return np.array(y, dtype=np.float32)
+    def decode_into(self, y: np.ndarray, out: np.ndarray) -> None:
+        np.copyto(out, y, casting="same_kind")
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class _Waiter:
         self._jobs.put(None)
 
 
-class PynqKernel:
+class PynqKernel(KernelRunMixin):
     """An artifact's kernel resident on one card, with buffers for `max_batch` rows.
 
     Lifetime: from `PynqDevice.load` to `close`. `run` may be called from any thread; calls
@@ -122,7 +125,7 @@ class PynqKernel:
         self._max_batch = max_batch
         self._codec = codec
         self._n_in = artifact.manifest.inputs[0].width
-        self._n_out = artifact.manifest.outputs[0].width
+        self._n_out = self.n_outputs = artifact.manifest.outputs[0].width
         self._lock = threading.Lock()
         self._overlay: Any = None
         self._ip: Any = None
@@ -140,24 +143,27 @@ class PynqKernel:
     def artifact(self) -> Artifact:
         return self._artifact
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, StageTimes]:
-        """x: float32 (n, n_inputs), n <= max_batch -> float32 (n, n_outputs) and stage times.
+    def run_into(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
+        """x: float32 (n, n_inputs), n <= max_batch -> float32 (n, n_outputs) into `out`; stage times.
 
         Raises DeviceTimeout / DeviceError when the card fails; by then it has been reloaded.
+        Rows this card cannot take are a DeviceError: the batcher checked them already.
         """
         if x.ndim != 2 or x.shape[1] != self._n_in or x.shape[0] > self._max_batch:
-            raise BadInput(
-                f"expected float32 (n <= {self._max_batch}, {self._n_in}), got {x.dtype} {x.shape}",
-                field="inputs",
+            raise DeviceError(
+                f"{self._device.name}: takes float32 (n <= {self._max_batch}, {self._n_in}), "
+                f"got {x.dtype} {x.shape}"
             )
+        if out.shape != (x.shape[0], self._n_out):
+            raise DeviceError(f"{self._device.name}: output buffer {out.shape} for {x.shape[0]} rows")
         with self._lock:
             if self._closed:
                 raise DeviceError(f"{self._device.name}: the kernel of {self._label} was unloaded")
             if self._ip is None:
                 self._recover("the previous reload failed")
-            return self._run_locked(x)
+            return self._run_locked(x, out)
 
-    def _run_locked(self, x: np.ndarray) -> tuple[np.ndarray, StageTimes]:
+    def _run_locked(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
         n = x.shape[0]
         rows = self._rows.get(n)
         if rows is None:  # a PynqBuffer view costs ~5 us to make; batch sizes repeat
@@ -183,9 +189,9 @@ class PynqKernel:
             self._fail(DeviceError(f"{self._device.name}: kernel execution failed: {exc}"), exc)
         t2 = time.perf_counter()
         self._guard(y_rows.sync_from_device, "DMA sync from the device failed")
-        y = self._codec.decode(y_rows)
+        self._codec.decode_into(y_rows, out)
         t3 = time.perf_counter()
-        return y, StageTimes(to_device_s=t1 - t0, kernel_s=t2 - t1, from_device_s=t3 - t2)
+        return StageTimes(to_device_s=t1 - t0, kernel_s=t2 - t1, from_device_s=t3 - t2)
 
     def _guard(self, step: Any, what: str) -> Any:
         try:
@@ -347,6 +353,8 @@ def open_pynq_devices(
     `emulated_cards` > 0 first installs that many emulated cards (listed after real ones).
     """
     if emulated_cards:
+        from fpgaas.service.devices.pynq_emulation import install_emulated_cards
+
         install_emulated_cards(emulated_cards)
     chosen = range(len(pynq.Device.devices)) if indices is None else indices
     return [PynqDevice(i, options=options) for i in chosen]

@@ -39,12 +39,12 @@ from pynq.pl_server.xclbin_parser import XclBin
 
 from fpgaas.kernels.artifact import MANIFEST_NAME, load_artifact
 from fpgaas.kernels.xclbin import read_xclbin
+from fpgaas.service.devices.pynq import EMULATION_CAPABILITY
 from fpgaas.service.devices.pynq_compat import ensure_pynq_numpy2_compat
 
 Fault = Literal["hang", "sync_error", "load_error"]
 FAULTS: tuple[Fault, ...] = ("hang", "sync_error", "load_error")
 ENV_CARDS = "FPGAAS_PYNQ_EMULATED_CARDS"
-EMULATION_CAPABILITY = "FPGAAS_EMULATION"
 
 _PAGE = 4096
 _EXEC_BO_BYTES = 4096

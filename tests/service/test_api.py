@@ -187,7 +187,7 @@ async def test_bad_binary_input_is_refused_naming_the_field(app_factory, one_mod
     r = await client.post("/predict?model=nope", content=rows(1).tobytes(), headers=OCTET)
     assert_error(r, 404, "model_not_found", "model")
     r = await client.post("/predict", content=b"a,b", headers={"Content-Type": "text/csv"})
-    assert_error(r, 400, "bad_input", "Content-Type")
+    assert_error(r, 415, "unsupported_media_type", "Content-Type")
     await assert_still_serving(client, reference)
 
 

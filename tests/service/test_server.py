@@ -62,7 +62,10 @@ class LiveServer:
 
 @pytest.fixture
 def live(one_model_repo: Path) -> Iterator[LiveServer]:
-    server = LiveServer(Settings(model_repository=one_model_repo, port=free_port(), max_batch=256))
+    # This server shares the test's GIL with its client threads, so its device calls look slow
+    # and the default admission budget would shed load; these tests are about rows, not shedding.
+    settings = Settings(model_repository=one_model_repo, port=free_port(), max_batch=256, max_queue_delay_ms=60_000)
+    server = LiveServer(settings)
     server.start()
     yield server
     if server.thread.is_alive():

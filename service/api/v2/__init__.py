@@ -6,7 +6,7 @@ codec      the binary tensor data extension (JSON header + raw tensor bytes)
 datatypes  protocol datatypes -> the kernel's float32
 tensors    named tensors <-> kernel rows for one model
 metadata   server/model metadata, Triton's model configuration
-errors     `{"error": "..."}` answers, scoped to `/v2` routes
+infer      `POST .../infer`, a hot route served before FastAPI (`fpgaas.service.api.front`)
 """
 
 from __future__ import annotations

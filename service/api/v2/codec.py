@@ -9,15 +9,16 @@ follow the JSON, in output order. Pure functions; thread-safe.
 
 from __future__ import annotations
 
-import json
-import zlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import ValidationError
 
-from fpgaas.kernels.errors import BadInput, PayloadTooLarge
+from fpgaas.kernels.errors import BadInput
+from fpgaas.service.api.payload import refuse_booleans
 from fpgaas.service.api.v2 import datatypes
 from fpgaas.service.api.v2.schemas import InferenceRequest, Parameters, RequestInput
 
@@ -32,32 +33,6 @@ _UNSUPPORTED = {
 }
 
 
-# zlib's window bits: gzip framing, and zlib framing (HTTP's "deflate").
-_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-
-
-def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo a request's `Content-Encoding` (tritonclient's request compression), refusing any
-    body that inflates past `limit` bytes without ever holding more than that in memory."""
-    if encoding is None or encoding.strip().lower() in ("", "identity"):
-        return body
-    wbits = _WBITS.get(encoding.strip().lower())
-    if wbits is None:
-        raise BadInput(
-            f"unsupported Content-Encoding {encoding!r}: send gzip, deflate or none", field="Content-Encoding"
-        )
-    inflater = zlib.decompressobj(wbits)
-    try:
-        plain = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadInput(f"body is not valid {encoding} data: {exc}", field="Content-Encoding") from exc
-    if len(plain) > limit:
-        raise PayloadTooLarge(f"body inflates past the limit of {limit} bytes", field="body")
-    if not inflater.eof:
-        raise BadInput(f"body is truncated {encoding} data", field="Content-Encoding")
-    return plain
-
-
 @dataclass(frozen=True)
 class DecodedRequest:
     """A parsed request: its JSON header and each input's tensor as float32, by input name."""
@@ -66,14 +41,23 @@ class DecodedRequest:
     tensors: dict[str, np.ndarray]
 
 
-def decode(body: bytes, header_length: str | None) -> DecodedRequest:
-    """Split and parse an inference request body; BadInput names the field and the problem."""
+# What a model takes: each input's name -> its per-sample shape (the batch axis comes first).
+InputShapes = dict[str, tuple[int, ...]]
+MAX_DIMS = 32  # numpy's (and Triton's) limit on dimensions
+
+
+def decode(body: bytes, header_length: str | None, model: str, shapes: InputShapes) -> DecodedRequest:
+    """Split and parse an inference request body for `model`, whose inputs have `shapes`;
+    BadInput names the field and the problem. Names and shapes are checked against the model
+    before any tensor is decoded, so no request can make the server allocate what it declares."""
     json_end = _json_length(body, header_length)
+    header = body[:json_end]
     try:
-        request = InferenceRequest.model_validate_json(body[:json_end])
+        request = InferenceRequest.model_validate_json(header)
     except ValidationError as exc:
         # The message names every location itself, so no separate field leads it.
         raise BadInput(f"malformed inference request: {_describe(exc)}") from exc
+    booleans = b"true" in header or b"false" in header  # only then can data hide a JSON boolean
     refuse_unsupported(request.parameters, "parameters")
     binary = memoryview(body)[json_end:]
     offset = 0
@@ -86,11 +70,12 @@ def decode(body: bytes, header_length: str | None) -> DecodedRequest:
         size = _binary_size(item, field)
         datatype = datatypes.lookup(item.datatype, f"{field}.datatype")
         datatypes.convertible(datatype, f"{field}.datatype")
-        if any(d < 0 for d in item.shape):
-            raise BadInput(f"shape {item.shape} has a negative dimension", field=f"{field}.shape")
+        _check_shape(item, model, shapes, field)
         if size is None:
             if item.data is None:
                 raise BadInput(f"input {item.name!r} has neither 'data' nor binary_data_size", field=field)
+            if booleans:
+                refuse_booleans(item.data, f"{field}.data")
             tensors[item.name] = datatypes.from_json(item.data, datatype, item.shape, f"{field}.data")
             continue
         if item.data is not None:
@@ -130,11 +115,32 @@ class EncodedResponse:
 
 
 def encode(header: dict[str, Any], blobs: list[bytes]) -> EncodedResponse:
-    """The response body: compact JSON, then the binary outputs' bytes in output order."""
-    text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    """The response body: compact JSON (numpy arrays in it as lists), then the binary outputs'
+    bytes in output order."""
+    text = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return EncodedResponse(text, {}, JSON_CONTENT_TYPE)
     return EncodedResponse(b"".join([text, *blobs]), {HEADER_LENGTH: str(len(text))}, BINARY_CONTENT_TYPE)
+
+
+def _check_shape(item: RequestInput, model: str, shapes: InputShapes, field: str) -> None:
+    if item.name not in shapes:
+        raise BadInput(
+            f"unexpected input {item.name!r} for model {model!r}; it takes {', '.join(map(repr, shapes))}",
+            field=f"{field}.name",
+        )
+    shape = item.shape
+    if len(shape) > MAX_DIMS:
+        raise BadInput(f"shape has {len(shape)} dimensions, at most {MAX_DIMS}", field=f"{field}.shape")
+    if any(d < 0 for d in shape):
+        raise BadInput(f"shape {shape} has a negative dimension", field=f"{field}.shape")
+    want = [-1, *shapes[item.name]]
+    if len(shape) != len(want) or tuple(shape[1:]) != shapes[item.name]:
+        raise BadInput(
+            f"input {item.name!r} has shape {shape}, model {model!r} expects {want}", field=f"{field}.shape"
+        )
+    if math.prod(shape) > 1 << 40:  # beyond any body: refused before numpy sees it
+        raise BadInput(f"shape {shape} holds more values than any request can", field=f"{field}.shape")
 
 
 def _json_length(body: bytes, header_length: str | None) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 from fpgaas.kernels.errors import BadInput
 from fpgaas.service.api.v2 import codec, datatypes
 from fpgaas.service.api.v2.schemas import InferenceRequest
-from fpgaas.service.dataplane import ModelMetadata, TensorMetadata
+from fpgaas.service.dataplane import ModelHandle, TensorMetadata
 
 # numpy dtype names in manifests -> the protocol's datatype names.
 _PROTOCOL_NAMES = {d.dtype.name: name for name, d in datatypes.DATATYPES.items() if d.dtype is not None}
@@ -27,7 +27,7 @@ def protocol_datatype(tensor: TensorMetadata) -> str:
     return _PROTOCOL_NAMES.get(np.dtype(tensor.datatype).name, datatypes.KERNEL_DATATYPE)
 
 
-def rows_from_inputs(model: ModelMetadata, decoded: codec.DecodedRequest) -> np.ndarray:
+def rows_from_inputs(model: ModelHandle, decoded: codec.DecodedRequest) -> np.ndarray:
     """float32 (n, n_inputs): every model input, checked against its metadata, side by side."""
     inputs = decoded.request.inputs
     expected = {t.name for t in model.inputs}
@@ -71,7 +71,7 @@ class OutputTensor:
     binary: bool
 
 
-def plan_outputs(model: ModelMetadata, request: InferenceRequest) -> list[tuple[str, bool]]:
+def plan_outputs(model: ModelHandle, request: InferenceRequest) -> list[tuple[str, bool]]:
     """(name, as binary) of each output to answer: those asked for, or all in model order.
 
     Checked before inference so a bad request costs no device time.
@@ -96,7 +96,7 @@ def plan_outputs(model: ModelMetadata, request: InferenceRequest) -> list[tuple[
     return plan
 
 
-def cut_outputs(model: ModelMetadata, plan: list[tuple[str, bool]], rows: np.ndarray) -> list[OutputTensor]:
+def cut_outputs(model: ModelHandle, plan: list[tuple[str, bool]], rows: np.ndarray) -> list[OutputTensor]:
     """Cut float32 (n, n_outputs) rows into the planned outputs, each (n, *per_sample)."""
     by_name: dict[str, np.ndarray] = {}
     start = 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fpgaas.kernels.artifact import Artifact
-from fpgaas.kernels.errors import BadInput, DeviceError
+from fpgaas.kernels.errors import DeviceError
 from fpgaas.service.devices.pynq import PynqDevice, open_pynq_devices
 from fpgaas.service.devices.pynq_emulation import EmulatedCard
 
@@ -105,7 +105,7 @@ def test_closing_frees_the_card_buffers(
 
 
 @pytest.mark.parametrize("problem", ["more rows than max_batch", "wrong width", "one-dimensional"])
-def test_batches_that_do_not_fit_the_buffers_are_refused(
+def test_batches_that_do_not_fit_the_buffers_are_a_device_fault_never_the_clients(
     device: PynqDevice, artifact: Artifact, problem: str
 ) -> None:
     kernel = device.load(artifact, max_batch=8)
@@ -116,8 +116,10 @@ def test_batches_that_do_not_fit_the_buffers_are_refused(
         "one-dimensional": (width,),
     }
 
-    with pytest.raises(BadInput):
+    # The dataplane checked the client's rows already: what still does not fit is a 503.
+    with pytest.raises(DeviceError) as refused:
         kernel.run(np.zeros(shape[problem], dtype=np.float32))
+    assert refused.value.status_code == 503
 
 
 def test_one_device_per_card_from_the_pynq_device_list(cards: list[EmulatedCard]) -> None:

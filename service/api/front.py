@@ -1,0 +1,111 @@
+"""The front door: every HTTP request passes here first.
+
+The hot routes, `POST /predict` and `POST /v2/models/{m}[/versions/{v}]/infer`, are answered
+here directly (decode -> dataplane -> encode, see `predict` and `v2.infer`), without FastAPI's
+routing, dependency solving and response classes, which cost more than the whole device call
+at batch 1. Every other request goes on to the FastAPI app. Either way the request is timed
+into `fpgaas_request_duration_seconds` with bounded labels (a route template, a loaded model's
+name or "", the status), and a client that goes away mid-request is counted in
+`fpgaas_client_disconnects_total` and logged at debug level, never as a server error.
+
+Lifetime: built by `create_app`, one per app; a pure ASGI middleware, used from the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.exceptions import HTTPException
+
+from fpgaas.kernels.errors import NotReady
+from fpgaas.service.api import predict
+from fpgaas.service.api.asgi import ASGIApp, Answer, ClientDisconnected, HttpCall, Message, Receive, Scope, Send
+from fpgaas.service.api.errors import classify, count, fpgaas_body, v2_body
+from fpgaas.service.api.v2 import infer as v2_infer
+from fpgaas.service.dataplane import DataPlane
+from fpgaas.service.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+_V2_INFER_ROUTE = v2_infer.PATHS[0]
+_V2_INFER_VERSION_ROUTE = v2_infer.PATHS[1]
+
+
+class FrontDoor:
+    """ASGI middleware: the hot routes and the request metrics of every route."""
+
+    def __init__(self, app: ASGIApp, *, state: object, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self._state = state  # the app's state: `dataplane` is set by the lifespan
+        self._metrics = metrics
+        self._max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        path: str = scope["path"]
+        inflight = self._metrics.inflight
+        inflight.inc()
+        try:
+            if path == predict.PATH:
+                await self._hot(HttpCall(scope, receive, send), predict.PATH, start, None)
+                return
+            target = v2_infer.match(path)
+            if target is not None:
+                route = _V2_INFER_ROUTE if target[1] is None else _V2_INFER_VERSION_ROUTE
+                await self._hot(HttpCall(scope, receive, send), route, start, target)
+                return
+            await self._framework(scope, receive, send, start)
+        finally:
+            inflight.dec()
+
+    async def _hot(
+        self, call: HttpCall, route: str, start: float, v2_target: tuple[str, str | None] | None
+    ) -> None:
+        try:
+            if call.scope["method"] != "POST":
+                raise HTTPException(405, f"{call.scope['method']} is not allowed on {route}: use POST", {"Allow": "POST"})
+            dataplane: DataPlane | None = getattr(self._state, "dataplane", None)
+            if dataplane is None:
+                raise NotReady("the server is still loading its models")
+            if v2_target is None:
+                answer = await predict.predict(call, dataplane, self._max_body_bytes)
+            else:
+                answer = await v2_infer.infer(call, dataplane, self._max_body_bytes, *v2_target)
+        except ClientDisconnected:
+            self._disconnected(route)
+            return
+        except Exception as exc:
+            error = classify(exc)
+            count(self._metrics, call.model_label, error)
+            body = fpgaas_body(error) if v2_target is None else v2_body(error)
+            headers = tuple((k.lower().encode(), v.encode()) for k, v in error.headers.items())
+            answer = Answer(error.status, body, headers=headers)
+        try:
+            await call.answer(answer)
+        except OSError:  # the connection broke while the answer was being written
+            self._disconnected(route)
+            return
+        self._metrics.request_done(route, call.model_label, answer.status, time.perf_counter() - start)
+
+    async def _framework(self, scope: Scope, receive: Receive, send: Send, start: float) -> None:
+        status = 500
+
+        async def send_and_remember(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, send_and_remember)
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        model = str(scope.get("state", {}).get("model", ""))
+        self._metrics.request_done(template, model, status, time.perf_counter() - start)
+
+    def _disconnected(self, route: str) -> None:
+        self._metrics.client_disconnects.labels(route).inc()
+        log.debug("%s: the client went away before its answer", route)
