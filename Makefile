@@ -46,6 +46,7 @@ lint: install
 bench: install model
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_pynq_stages.py
+	$(BIN)/python benchmarks/bench_http.py
 
 clean:
 	rm -rf $(VENV) $(REPOSITORY) .pytest_cache .mypy_cache .ruff_cache

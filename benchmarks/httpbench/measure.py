@@ -1,0 +1,153 @@
+"""The measurements: one wrk point, a sequential loop of large requests, the engine's own rate.
+
+Results are plain frozen dataclasses; `report.py` turns them into tables and targets.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from numpy.typing import NDArray
+
+from benchmarks.httpbench.cases import Case, response_problem
+from benchmarks.httpbench.metrics import Counters, scrape
+from benchmarks.httpbench.procs import Server, pinned
+from benchmarks.httpbench.wrk import WrkError, WrkResult, run_wrk, wrk_command
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """How long each wrk point runs (whole seconds: wrk's unit), and its per-request timeout."""
+
+    warmup_s: int
+    duration_s: int
+    timeout_s: int = 5
+    load_core: int = 1
+
+
+@dataclass(frozen=True)
+class Point:
+    """One (server, case, connections) run; `problem` says why there are no figures."""
+
+    server: str
+    case: str
+    connections: int
+    wrk: WrkResult | None = None
+    counters: Counters | None = None  # fpgaas only: the run's metrics delta
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class BigRun:
+    """Sequential (c=1) requests of `rows` rows each; `seconds` is the wall time of each request."""
+
+    server: str
+    label: str
+    rows: int
+    seconds: tuple[float, ...] = ()
+    counters: Counters | None = None
+    problem: str = ""
+
+    @property
+    def samples_per_s(self) -> float | None:
+        total = sum(self.seconds)
+        return self.rows * len(self.seconds) / total if total > 0 else None
+
+    @property
+    def median_ms(self) -> float | None:
+        return statistics.median(self.seconds) * 1e3 if self.seconds else None
+
+
+def measure_point(
+    server: Server, case: Case, script: Path, connections: int, plan: LoadPlan, model: str | None
+) -> Point:
+    """Warm up, then one measured wrk run; `model` set: read fpgaas's counters around the measured run."""
+    point = Point(server.name, case.name, connections)
+    if not server.alive():
+        return Point(
+            server.name, case.name, connections, problem=f"server exited ({server.process.returncode})"
+        )
+    url = server.url + case.path
+    wall = plan.duration_s + plan.timeout_s + 30
+    try:
+        if plan.warmup_s > 0:
+            run_wrk(
+                pinned(wrk_command(url, script, connections, plan.warmup_s, plan.timeout_s), plan.load_core),
+                wall,
+            )
+        before = scrape(server.url, model) if model else None
+        result = run_wrk(
+            pinned(wrk_command(url, script, connections, plan.duration_s, plan.timeout_s), plan.load_core),
+            wall,
+        )
+        counters = scrape(server.url, model).minus(before) if model and before else None
+    except (WrkError, httpx.HTTPError) as exc:
+        return Point(server.name, case.name, connections, problem=str(exc).splitlines()[0][:300])
+    return Point(point.server, point.case, connections, result, counters)
+
+
+def first_problem(server: Server, case: Case) -> str | None:
+    """Send `case` once; why the answer is wrong, or None."""
+    try:
+        response = httpx.post(
+            server.url + case.path,
+            content=case.body,
+            headers={"content-type": case.content_type},
+            timeout=30.0,
+        )
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return response_problem(case, response)
+
+
+def big_requests(server: Server, label: str, case: Case, requests: int, model: str | None) -> BigRun:
+    """One warm-up request, then `requests` sequential requests of `case` over one keep-alive connection."""
+    headers = {"content-type": case.content_type}
+    seconds = []
+    try:
+        with httpx.Client(base_url=server.url, timeout=120.0) as client:
+            problem = response_problem(case, client.post(case.path, content=case.body, headers=headers))
+            if problem:
+                return BigRun(server.name, label, case.rows, problem=problem)
+            before = scrape(server.url, model) if model else None
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                response = client.post(case.path, content=case.body, headers=headers)
+                seconds.append(time.perf_counter() - t0)
+                problem = response_problem(case, response)
+                if problem:
+                    return BigRun(server.name, label, case.rows, problem=problem)
+            counters = scrape(server.url, model).minus(before) if model and before else None
+    except httpx.HTTPError as exc:
+        return BigRun(server.name, label, case.rows, problem=f"{type(exc).__name__}: {exc}")
+    return BigRun(server.name, label, case.rows, tuple(seconds), counters)
+
+
+def engine_samples_per_s(artifact: Path, x: NDArray[np.float32], calls: int, core: int) -> float:
+    """Samples/s of the artifact's CPU kernel, loaded as the server loads it, on `core` (wall time).
+
+    `calls` timed `run_into` calls on `x` after one warm-up call; this thread is pinned to `core`
+    (the server's) for the duration and unpinned afterwards.
+    """
+    from fpgaas.kernels.artifact import load_artifact
+    from fpgaas.kernels.twin import open_cpu_kernel
+
+    kernel = open_cpu_kernel(load_artifact(artifact))
+    out = np.empty((len(x), kernel.n_outputs), dtype=np.float32)
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        kernel.run_into(x, out)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            kernel.run_into(x, out)
+        elapsed = time.perf_counter() - t0
+    finally:
+        os.sched_setaffinity(0, previous)
+    return len(x) * calls / elapsed

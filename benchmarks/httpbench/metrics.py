@@ -1,0 +1,66 @@
+"""fpgaas's Prometheus counters that the benchmark reads: batch sizes and device-stage times.
+
+Read before and after a measured run; the difference (`Counters.minus`) belongs to that run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Cumulative: rows and calls into the device, seconds in device stages, kernel calls."""
+
+    batch_rows: float = 0.0  # fpgaas_batch_size_sum
+    batch_calls: float = 0.0  # fpgaas_batch_size_count
+    device_s: float = 0.0  # fpgaas_device_stage_seconds_sum, all stages, all devices
+    kernel_calls: float = 0.0  # fpgaas_device_stage_seconds_count{stage="kernel"}
+
+    def minus(self, earlier: Counters) -> Counters:
+        return Counters(
+            self.batch_rows - earlier.batch_rows,
+            self.batch_calls - earlier.batch_calls,
+            self.device_s - earlier.device_s,
+            self.kernel_calls - earlier.kernel_calls,
+        )
+
+    @property
+    def rows_per_call(self) -> float | None:
+        """Mean rows per device call (the achieved batch size)."""
+        return self.batch_rows / self.batch_calls if self.batch_calls > 0 else None
+
+    @property
+    def device_us_per_call(self) -> float | None:
+        """Mean µs of one device call: input transfer + kernel + output transfer."""
+        return self.device_s / self.kernel_calls * 1e6 if self.kernel_calls > 0 else None
+
+
+def parse_counters(text: str, model: str) -> Counters:
+    """The counters of `model` in a Prometheus text exposition."""
+    values = {"batch_rows": 0.0, "batch_calls": 0.0, "device_s": 0.0, "kernel_calls": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("model") != model:
+                continue
+            if sample.name == "fpgaas_batch_size_sum":
+                values["batch_rows"] += sample.value
+            elif sample.name == "fpgaas_batch_size_count":
+                values["batch_calls"] += sample.value
+            elif sample.name == "fpgaas_device_stage_seconds_sum":
+                values["device_s"] += sample.value
+            elif (
+                sample.name == "fpgaas_device_stage_seconds_count" and sample.labels.get("stage") == "kernel"
+            ):
+                values["kernel_calls"] += sample.value
+    return Counters(**values)
+
+
+def scrape(url: str, model: str) -> Counters:
+    """GET `url`/metrics and parse it."""
+    response = httpx.get(f"{url}/metrics", timeout=10.0)
+    response.raise_for_status()
+    return parse_counters(response.text, model)

@@ -1,0 +1,211 @@
+"""The HTTP benchmark's own parts, cheaply: the peers answer what a numpy forward pass computes,
+wrk's report is read correctly (units, error lines), fpgaas's counters are read from /metrics text.
+No timing is asserted: the figures belong to `make bench`."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from benchmarks.httpbench.cases import inputs, make_cases, response_problem
+from benchmarks.httpbench.metrics import parse_counters
+from benchmarks.httpbench.procs import Cores, Server, free_port, listening_addresses, running
+from benchmarks.httpbench.servers import KSERVE_VENV, PEERS
+from benchmarks.httpbench.wrk import WrkError, lua_script, parse_wrk, run_wrk, wrk_command
+from benchmarks.peers.network import muon_network
+
+# Real wrk 4.1 output (a server that answered some requests 503 and let 4 time out).
+WRK_WITH_ERRORS = """\
+Running 3s test @ http://127.0.0.1:18557/
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    35.86ms   16.68ms  44.24ms   81.25%
+    Req/Sec    27.14     19.76    60.00     71.43%
+  Latency Distribution
+     50%   43.93ms
+     75%   43.98ms
+     90%   44.11ms
+     99%   44.24ms
+  20 requests in 3.01s, 2.39KB read
+  Socket errors: connect 0, read 1, write 2, timeout 4
+  Non-2xx or 3xx responses: 11
+Requests/sec:      6.65
+Transfer/sec:     813.46B
+"""
+
+# The same format with latencies in µs, ms and s (wrk picks the unit per value), and no error lines.
+WRK_MIXED_UNITS = """\
+Running 5s test @ http://127.0.0.1:8000/predict
+  1 threads and 256 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   612.40us  210.11us   1.20s    97.50%
+    Req/Sec     7.89k   123.45     8.12k    70.00%
+  Latency Distribution
+     50%  480.00us
+     75%  700.50us
+     90%    3.25ms
+     99%    1.05s
+  39456 requests in 5.00s, 5.67MB read
+Requests/sec:   7891.23
+Transfer/sec:      1.13MB
+"""
+
+
+def test_wrk_report_with_socket_errors_and_non_2xx_responses() -> None:
+    r = parse_wrk(WRK_WITH_ERRORS)
+    assert (r.requests, r.duration_s, r.requests_per_s) == (20, 3.01, 6.65)
+    assert (r.p50_ms, r.p75_ms, r.p90_ms, r.p99_ms) == (43.93, 43.98, 44.11, 44.24)
+    assert (r.connect_errors, r.read_errors, r.write_errors, r.timeouts) == (0, 1, 2, 4)
+    assert r.non_2xx == 11
+    assert r.errors == 11 + 7
+    assert r.ok_per_s == pytest.approx(9 / 3.01)
+
+
+def test_wrk_latencies_are_converted_to_milliseconds_from_every_unit() -> None:
+    r = parse_wrk(WRK_MIXED_UNITS)
+    assert r.p50_ms == pytest.approx(0.48)
+    assert r.p75_ms == pytest.approx(0.7005)
+    assert r.p90_ms == pytest.approx(3.25)
+    assert r.p99_ms == pytest.approx(1050.0)
+    assert r.errors == 0
+    assert r.ok_per_s == pytest.approx(39456 / 5.0)
+
+
+def test_text_that_is_not_a_wrk_report_is_refused() -> None:
+    with pytest.raises(WrkError, match="not a wrk --latency report"):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_fpgaas_counters_are_summed_over_stages_and_filtered_by_model() -> None:
+    text = """\
+# TYPE fpgaas_batch_size histogram
+fpgaas_batch_size_bucket{le="+Inf",model="muon-pt"} 4.0
+fpgaas_batch_size_count{model="muon-pt"} 4.0
+fpgaas_batch_size_sum{model="muon-pt"} 10.0
+fpgaas_batch_size_count{model="other"} 99.0
+fpgaas_batch_size_sum{model="other"} 99.0
+# TYPE fpgaas_device_stage_seconds histogram
+fpgaas_device_stage_seconds_count{device="pynq-0",model="muon-pt",stage="input_transfer"} 4.0
+fpgaas_device_stage_seconds_sum{device="pynq-0",model="muon-pt",stage="input_transfer"} 0.0001
+fpgaas_device_stage_seconds_count{device="pynq-0",model="muon-pt",stage="kernel"} 4.0
+fpgaas_device_stage_seconds_sum{device="pynq-0",model="muon-pt",stage="kernel"} 0.0002
+fpgaas_device_stage_seconds_count{device="pynq-0",model="muon-pt",stage="output_transfer"} 4.0
+fpgaas_device_stage_seconds_sum{device="pynq-0",model="muon-pt",stage="output_transfer"} 0.0001
+"""
+    counters = parse_counters(text, "muon-pt")
+    assert counters.rows_per_call == pytest.approx(2.5)
+    assert counters.device_us_per_call == pytest.approx(100.0)
+    assert counters.minus(counters).rows_per_call is None
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("peer-logs")
+
+
+@contextmanager
+def _peer(name: str, script: str, ready: str, logs: Path, python: str = sys.executable) -> Iterator[Server]:
+    port = free_port()
+    argv = [python, str(PEERS / script), "--port", str(port)]
+    with running(name, argv, port=port, ready_path=ready, core=Cores.pick().server, log_dir=logs) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def bare(logs: Path) -> Iterator[Server]:
+    with _peer("bare-asgi", "bare_asgi.py", "/readyz", logs) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def naive(logs: Path) -> Iterator[Server]:
+    with _peer("fastapi-naive", "naive_fastapi.py", "/readyz", logs) as server:
+        yield server
+
+
+def _expected(rows: int) -> tuple[np.ndarray, np.ndarray]:
+    x = inputs(rows, seed=3)
+    return x, muon_network().forward(x.astype(np.float32))
+
+
+def test_peers_listen_on_loopback_only(bare: Server, naive: Server) -> None:
+    assert listening_addresses(bare.port) == {"0100007F"}
+    assert listening_addresses(naive.port) == {"0100007F"}
+
+
+@pytest.mark.parametrize("rows", [1, 7])
+def test_bare_asgi_answers_json_binary_and_v2_with_the_numpy_forward_pass(bare: Server, rows: int) -> None:
+    x, y = _expected(rows)
+    json = httpx.post(f"{bare.url}/predict", json={"model": "muon-pt", "inputs": x.tolist()})
+    assert json.status_code == 200
+    np.testing.assert_allclose(np.asarray(json.json()["outputs"], dtype=np.float32), y, rtol=1e-6)
+
+    binary = httpx.post(
+        f"{bare.url}/predict?model=muon-pt",
+        content=x.astype("<f4").tobytes(),
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert binary.status_code == 200
+    np.testing.assert_allclose(np.frombuffer(binary.content, dtype="<f4").reshape(rows, 1), y, rtol=1e-6)
+
+    tensor = {"name": "inputs", "shape": [rows, 27], "datatype": "FP32", "data": x.ravel().tolist()}
+    v2 = httpx.post(f"{bare.url}/v2/models/muon-pt/infer", json={"inputs": [tensor]})
+    assert v2.status_code == 200
+    out = v2.json()["outputs"][0]
+    assert out["shape"] == [rows, 1]
+    np.testing.assert_allclose(np.asarray(out["data"], dtype=np.float32).reshape(rows, 1), y, rtol=1e-6)
+
+
+def test_bare_asgi_refuses_rows_of_the_wrong_width(bare: Server) -> None:
+    response = httpx.post(f"{bare.url}/predict", json={"inputs": [[1.0, 2.0]]})
+    assert response.status_code == 400
+
+
+def test_naive_fastapi_answers_json_with_the_numpy_forward_pass(naive: Server) -> None:
+    x, y = _expected(3)
+    response = httpx.post(f"{naive.url}/predict", json={"model": "muon-pt", "inputs": x.tolist()})
+    assert response.status_code == 200
+    np.testing.assert_allclose(np.asarray(response.json()["outputs"], dtype=np.float32), y, rtol=1e-6)
+    assert httpx.post(f"{naive.url}/predict", json={"inputs": "nope"}).status_code == 422
+
+
+def test_every_benchmark_case_gets_a_valid_answer_from_the_bare_peer(bare: Server) -> None:
+    for case in make_cases("inputs").values():
+        response = httpx.post(
+            bare.url + case.path, content=case.body, headers={"content-type": case.content_type}
+        )
+        assert response_problem(case, response) is None, case.name
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+def test_wrk_posts_a_binary_body_from_its_lua_script(bare: Server, tmp_path: Path) -> None:
+    case = make_cases("inputs")["binary-1024"]
+    body = tmp_path / "body"
+    body.write_bytes(case.body)
+    script = tmp_path / "case.lua"
+    script.write_text(lua_script(body, case.content_type))
+    result = run_wrk(wrk_command(bare.url + case.path, script, 2, 1, 5), wall_timeout_s=30)
+    assert result.requests > 0
+    assert result.errors == 0  # a wrong body would get 400s, counted as non-2xx
+
+
+@pytest.mark.skipif(
+    not (KSERVE_VENV / "bin" / "python").exists(), reason="needs .venv-kserve (bench_http.py creates it)"
+)
+def test_kserve_peer_answers_v2_with_the_numpy_forward_pass(logs: Path) -> None:
+    x, y = _expected(2)
+    tensor = {"name": "inputs", "shape": [2, 27], "datatype": "FP32", "data": x.ravel().tolist()}
+    python = str(KSERVE_VENV / "bin" / "python")
+    with _peer("kserve", "kserve_server.py", "/v2/health/ready", logs, python) as server:
+        assert listening_addresses(server.port) == {"0100007F"}
+        response = httpx.post(f"{server.url}/v2/models/muon-pt/infer", json={"inputs": [tensor]}, timeout=10)
+        assert response.status_code == 200
+        out = response.json()["outputs"][0]
+        np.testing.assert_allclose(np.asarray(out["data"], dtype=np.float32).reshape(2, 1), y, rtol=1e-6)
