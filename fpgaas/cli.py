@@ -21,14 +21,16 @@ def _build(args: argparse.Namespace) -> int:
     from fpgaas.builder import build
     from fpgaas.kernels.errors import FpgaasError
 
-    options: dict[str, str] = {}
-    if args.part:
-        options["part"] = args.part
-    if args.platform:
-        options["platform"] = args.platform
+    from fpgaas.builder.pipeline import DEFAULT_PART, DEFAULT_PLATFORM
+
     try:
         artifact = build(
-            Path(args.model), name=args.name, out=Path(args.out), version=args.version, **options
+            Path(args.model),
+            name=args.name,
+            out=Path(args.out),
+            version=args.version,
+            part=args.part or DEFAULT_PART,
+            platform=args.platform or DEFAULT_PLATFORM,
         )
     except FpgaasError as exc:
         print(f"fpgaas build: {exc}", file=sys.stderr)

@@ -19,8 +19,8 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from fpgaas.service.api import predict, routers
-from fpgaas.service.api.errors import install_error_handlers
 from fpgaas.service.api.asgi import Receive, Scope, Send
+from fpgaas.service.api.errors import install_error_handlers
 from fpgaas.service.api.front import FrontDoor
 from fpgaas.service.api.v2 import infer as v2_infer
 from fpgaas.service.batching import BatchPolicy

@@ -241,7 +241,9 @@ class Batcher:
             if self._policy.max_delay_s <= 0 or self._unsent >= self._max_batch:
                 self._dispatch()
             elif self._linger is None:
-                self._linger = self._loop.call_at(request.enqueued + self._policy.max_delay_s, self._linger_end)
+                self._linger = self._loop.call_at(
+                    request.enqueued + self._policy.max_delay_s, self._linger_end
+                )
         return request.future
 
     def _admit(self, n: int) -> None:

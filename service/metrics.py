@@ -97,7 +97,6 @@ class ServiceMetrics:
         )
 
 
-
 @dataclass(frozen=True)
 class ReplicaMetrics:
     """Pre-bound metric children of one replica: no label lookup on the hot path."""
@@ -115,5 +114,3 @@ class ReplicaMetrics:
         self.input_transfer.observe(stages.to_device_s)
         self.kernel.observe(stages.kernel_s)
         self.output_transfer.observe(stages.from_device_s)
-
-

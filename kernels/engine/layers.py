@@ -258,7 +258,7 @@ class _FastDense:
         p += self.const
         if s > 0:
             p -= self._residues(x)
-        acc = p.astype(np.int64) if self.blas else p
+        acc: np.ndarray = p.astype(np.int64) if self.blas else p  # int64 either way
         if self.acc.o_mode == "AP_WRAP" and self.acc.signed and 64 - self.acc.width - s >= 0:
             # floor(acc / 2**s) wrapped to accum_t in two shifts (acc is a multiple of 2**s).
             acc <<= np.int64(64 - self.acc.width - s)

@@ -65,7 +65,9 @@ class HttpCall:
             if not declared.isdigit():
                 raise BadInput(f"Content-Length {declared!r} is not a byte count", field="Content-Length")
             if int(declared) > limit:
-                raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes", field="body")
+                raise PayloadTooLarge(
+                    f"body of {declared} bytes exceeds the limit of {limit} bytes", field="body"
+                )
         chunks: list[bytes] = []
         received = 0
         while True:

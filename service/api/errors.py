@@ -17,10 +17,10 @@ functions serve the hot routes (`fpgaas.service.api.front`) and FastAPI's except
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping
-import dataclasses
 from dataclasses import dataclass
 
 import orjson

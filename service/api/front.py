@@ -20,7 +20,16 @@ from starlette.exceptions import HTTPException
 
 from fpgaas.kernels.errors import NotReady
 from fpgaas.service.api import predict
-from fpgaas.service.api.asgi import ASGIApp, Answer, ClientDisconnected, HttpCall, Message, Receive, Scope, Send
+from fpgaas.service.api.asgi import (
+    Answer,
+    ASGIApp,
+    ClientDisconnected,
+    HttpCall,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 from fpgaas.service.api.errors import classify, count, fpgaas_body, v2_body
 from fpgaas.service.api.v2 import infer as v2_infer
 from fpgaas.service.dataplane import DataPlane
@@ -67,7 +76,9 @@ class FrontDoor:
     ) -> None:
         try:
             if call.scope["method"] != "POST":
-                raise HTTPException(405, f"{call.scope['method']} is not allowed on {route}: use POST", {"Allow": "POST"})
+                raise HTTPException(
+                    405, f"{call.scope['method']} is not allowed on {route}: use POST", {"Allow": "POST"}
+                )
             dataplane: DataPlane | None = getattr(self._state, "dataplane", None)
             if dataplane is None:
                 raise NotReady("the server is still loading its models")

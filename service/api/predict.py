@@ -101,7 +101,10 @@ def openapi() -> dict[str, Any]:
             "parameters": query,
             "requestBody": {
                 "required": True,
-                "content": {JSON: {"schema": {"$ref": "#/components/schemas/PredictRequest"}}, OCTET_STREAM: binary},
+                "content": {
+                    JSON: {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+                    OCTET_STREAM: binary,
+                },
             },
             "responses": {
                 "200": {

@@ -18,7 +18,6 @@ from fpgaas.kernels.errors import ArtifactError, DeviceError
 from fpgaas.kernels.twin import CpuKernel, open_cpu_kernel
 from fpgaas.service.devices.base import DeviceInfo, KernelRunMixin, StageTimes
 
-
 # A CPU call of this many rows takes ~30-80 us: less than handing it to a worker thread and back.
 INLINE_ROWS = 16
 

@@ -33,7 +33,9 @@ def match(path: str) -> tuple[str, str | None] | None:
     return None
 
 
-async def infer(call: HttpCall, dataplane: DataPlane, max_body_bytes: int, model: str, version: str | None) -> Answer:
+async def infer(
+    call: HttpCall, dataplane: DataPlane, max_body_bytes: int, model: str, version: str | None
+) -> Answer:
     require_media_type(media_type(call.header(b"content-type")), (JSON, OCTET_STREAM))
     handle = dataplane.resolve(model, version)
     call.model_label = handle.name
@@ -83,7 +85,7 @@ def openapi() -> dict[str, Any]:
             },
             "responses": {
                 "200": {"description": "the outputs, JSON or JSON header + binary tensor data"},
-                "400": {"description": "bad request: {\"error\": \"<field>: <message>\"}"},
+                "400": {"description": 'bad request: {"error": "<field>: <message>"}'},
                 "404": {"description": "unknown model or version"},
                 "413": {"description": "body too large"},
                 "415": {"description": "unsupported Content-Type or Content-Encoding"},

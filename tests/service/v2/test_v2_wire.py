@@ -211,7 +211,9 @@ BAD_BODIES = {
 
 
 def test_an_unknown_content_encoding_is_415(http: httpx.Client) -> None:
-    response = http.post(f"/v2/models/{MODEL}/infer", content=b'{"inputs": []}', headers={"Content-Encoding": "br"})
+    response = http.post(
+        f"/v2/models/{MODEL}/infer", content=b'{"inputs": []}', headers={"Content-Encoding": "br"}
+    )
     assert "Content-Encoding" in error_of(response, 415)
 
 
