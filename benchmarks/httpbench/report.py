@@ -199,6 +199,7 @@ def plot(run: Run, png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     cases = list(run.cases)
     fig, axes = plt.subplots(2, len(cases), figsize=(4.6 * len(cases), 8), squeeze=False)
@@ -229,6 +230,9 @@ def plot(run: Run, png: Path) -> None:
                     )
             ax.set_xscale("log")
             ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):  # plain numbers; no labels on minor ticks (they overlap)
+                axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+                axis.set_minor_formatter(NullFormatter())
             ax.set_title(f"{run.cases[case].label}: {title}", fontsize=10)
             ax.set_xlabel("throughput, 2xx responses/s")
             ax.set_ylabel(f"{title} latency, ms")
