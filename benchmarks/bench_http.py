@@ -4,8 +4,8 @@
 
 Starts every server itself, each on a free 127.0.0.1 port pinned to the first CPU core, and drives
 it with wrk (`-t1 -cN`, N in 1, 8, 64, 256) pinned to the second; every point is a warm-up run then
-a measured run (default 2 s + 5 s; `--quick`: 1 s + 1 s, about 2.5 minutes in all; full: about
-9 minutes). Servers (see `httpbench/servers.py`):
+a measured run (default 2 s + 5 s; `--quick`: 1 s + 1 s, about 3 minutes in all; full: about
+8 minutes; a first run adds ~1 minute to create the KServe virtualenv). Servers (see `httpbench/servers.py`):
 
     fpgaas          `fpgaas serve`, emulated device (the CPU twin of the kernel), default settings
     fpgaas-pynq     the same with FPGAAS_DEVICE=pynq FPGAAS_PYNQ_EMULATED_CARDS=2
@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = {
         s.name: s for s in all_specs(args.repository, kserve_python) if wanted is None or s.name in wanted
     }
-    plan = LoadPlan(args.warmup, args.duration, load_core=cores.load)
+    plan = LoadPlan(args.warmup, args.duration, load_core=cores.load, settle_s=0.5 if args.quick else 1.0)
     with ExitStack() as stack:
         servers = {
             name: s for name, spec in specs.items() if (s := start(spec, stack, cores, work, unavailable))

@@ -14,6 +14,7 @@ from benchmarks.httpbench.measure import Point
 from benchmarks.httpbench.procs import Cores
 from benchmarks.httpbench.servers import FPGAAS, REPO, kserve_version
 
+RETRANSMITS_WORTH_NOTING = 50
 _PACKAGES = ("uvicorn", "fastapi", "pydantic", "httptools", "uvloop", "orjson", "numpy", "pynq")
 
 
@@ -104,6 +105,10 @@ def notes(cores: Cores, points: Sequence[Point], extra: Sequence[str]) -> list[s
         "with `access_log=False`, and KServe runs with latency logging, its `kserve.trace` timing line and "
         "uvicorn's access log off. KServe hard-codes host 0.0.0.0; `peers/kserve_server.py` makes it listen on "
         "127.0.0.1, and the benchmark checks in /proc/net/tcp that every server listens on 127.0.0.1 only.",
+        "Between a point's warm-up and its measured run the benchmark pauses (see the pinning line): wrk "
+        "resets its connections when it stops, and 256 new connections opened on the same port within ~0.3 s "
+        "got ~200 TCP retransmissions and 2-4 s p99s on every server, peers included (seen while writing "
+        "this benchmark; a harness artifact, not a server property).",
         "wrk runs with one thread at every c, 256 included: it is pinned to one core, where a second thread "
         "would only add context switches, and one epoll thread keeps 256 connections busy.",
         "The 65,536-row requests come from an httpx loop in the benchmark process (pinned to core "
@@ -118,6 +123,20 @@ def notes(cores: Cores, points: Sequence[Point], extra: Sequence[str]) -> list[s
     if cores.server == cores.load:
         out.append(
             "Only one CPU was available: servers and wrk shared it, so the figures understate every server."
+        )
+    stalled = [
+        p for p in points if p.wrk is not None and (p.tcp_retransmits or 0) >= RETRANSMITS_WORTH_NOTING
+    ]
+    if stalled:
+        out.append(
+            "TCP retransmissions during a measured run (machine-wide /proc/net/snmp; each stalls a request "
+            ">= 200 ms on loopback, which shows in p99): "
+            + "; ".join(
+                f"{p.server} {p.case} c={p.connections}: {p.tcp_retransmits:,} retransmitted, "
+                f"{p.tcp_resets:,} connections reset"
+                for p in stalled
+            )
+            + "."
         )
     for p in points:
         if p.server.startswith(FPGAAS) and p.wrk is not None and p.wrk.errors:

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from benchmarks.httpbench.cases import Case, response_problem
 from benchmarks.httpbench.metrics import Counters, scrape
-from benchmarks.httpbench.procs import Server, pinned
+from benchmarks.httpbench.procs import Server, pinned, tcp_counters
 from benchmarks.httpbench.wrk import WrkError, WrkResult, run_wrk, wrk_command
 
 
@@ -29,6 +29,10 @@ class LoadPlan:
     duration_s: int
     timeout_s: int = 5
     load_core: int = 1
+    # Pause between the warm-up and the measured run. wrk resets its connections when it stops; 256
+    # new ones opened on the same port within ~0.3 s of that got ~200 TCP retransmissions and 2-4 s
+    # p99s on every server (a benchmark artifact, gone after a 0.3 s pause).
+    settle_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,10 @@ class Point:
     wrk: WrkResult | None = None
     counters: Counters | None = None  # fpgaas only: the run's metrics delta
     problem: str = ""
+    # Machine-wide TCP counters over the measured run (other users' traffic included): segments
+    # retransmitted and connections reset. Retransmissions on loopback stall a request >= 200 ms.
+    tcp_retransmits: int | None = None
+    tcp_resets: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,28 +76,40 @@ def measure_point(
     server: Server, case: Case, script: Path, connections: int, plan: LoadPlan, model: str | None
 ) -> Point:
     """Warm up, then one measured wrk run; `model` set: read fpgaas's counters around the measured run."""
-    point = Point(server.name, case.name, connections)
     if not server.alive():
         return Point(
             server.name, case.name, connections, problem=f"server exited ({server.process.returncode})"
         )
-    url = server.url + case.path
-    wall = plan.duration_s + plan.timeout_s + 30
+
+    def wrk(seconds: int) -> WrkResult:
+        argv = wrk_command(server.url + case.path, script, connections, seconds, plan.timeout_s)
+        return run_wrk(pinned(argv, plan.load_core), wall_timeout_s=seconds + plan.timeout_s + 30)
+
     try:
         if plan.warmup_s > 0:
-            run_wrk(
-                pinned(wrk_command(url, script, connections, plan.warmup_s, plan.timeout_s), plan.load_core),
-                wall,
-            )
+            wrk(plan.warmup_s)
+            time.sleep(plan.settle_s)
         before = scrape(server.url, model) if model else None
-        result = run_wrk(
-            pinned(wrk_command(url, script, connections, plan.duration_s, plan.timeout_s), plan.load_core),
-            wall,
-        )
+        tcp_before = tcp_counters()
+        result = wrk(plan.duration_s)
+        tcp_after = tcp_counters()
         counters = scrape(server.url, model).minus(before) if model and before else None
     except (WrkError, httpx.HTTPError) as exc:
         return Point(server.name, case.name, connections, problem=str(exc).splitlines()[0][:300])
-    return Point(point.server, point.case, connections, result, counters)
+    tcp = (
+        {k: tcp_after[k] - tcp_before[k] for k in ("RetransSegs", "EstabResets")}
+        if tcp_before and tcp_after
+        else {}
+    )
+    return Point(
+        server.name,
+        case.name,
+        connections,
+        result,
+        counters,
+        tcp_retransmits=tcp.get("RetransSegs"),
+        tcp_resets=tcp.get("EstabResets"),
+    )
 
 
 def first_problem(server: Server, case: Case) -> str | None:

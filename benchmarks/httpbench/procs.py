@@ -62,6 +62,19 @@ class Server:
             return ""
 
 
+def tcp_counters() -> dict[str, int]:
+    """The machine's TCP counters (/proc/net/snmp `Tcp:`), e.g. RetransSegs, EstabResets; {} if unreadable."""
+    try:
+        rows = [
+            line.split()[1:]
+            for line in Path("/proc/net/snmp").read_text().splitlines()
+            if line.startswith("Tcp:")
+        ]
+    except OSError:
+        return {}
+    return {name: int(value) for name, value in zip(rows[0], rows[1], strict=True)} if len(rows) == 2 else {}
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -48,8 +48,8 @@ def how_it_was_run(run: Run) -> list[str]:
     lines += [f"- {key}: {value}" for key, value in run.environment.items()]
     lines += [
         f"- Pinning: every server on core {run.cores.server}, wrk on core {run.cores.load} (`taskset -c`); "
-        f"`wrk -t1 -cN --latency`, {plan.warmup_s} s warm-up run (discarded) then {plan.duration_s} s measured "
-        f"per point, `--timeout {plan.timeout_s}s`, keep-alive connections.",
+        f"`wrk -t1 -cN --latency`, {plan.warmup_s} s warm-up run (discarded), a {plan.settle_s:g} s pause, then "
+        f"{plan.duration_s} s measured per point, `--timeout {plan.timeout_s}s`, keep-alive connections.",
         "",
         "| server | what it is | cases |",
         "|---|---|---|",
@@ -69,14 +69,14 @@ def case_table(run: Run, case: Case) -> list[str]:
     lines = [
         f"### {case.label} (`{case.name}`)",
         "",
-        "| server | c | rps (2xx/s) | p50 ms | p99 ms | errors | rows/device call | device µs/call |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | c | rps (2xx/s) | p50 ms | p99 ms | errors | rows/device call | device µs/call | TCP retrans. |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in run.points:
         if p.case != case.name:
             continue
         if p.wrk is None:
-            lines.append(f"| {p.server} | {p.connections} | not measured: {p.problem} | | | | | |")
+            lines.append(f"| {p.server} | {p.connections} | not measured: {p.problem} | | | | | | |")
             continue
         w, k = p.wrk, p.counters
         errors = f"{w.errors:,}" + (
@@ -84,7 +84,8 @@ def case_table(run: Run, case: Case) -> list[str]:
         )
         lines.append(
             f"| {p.server} | {p.connections} | {w.ok_per_s:,.0f} | {w.p50_ms:.3f} | {w.p99_ms:.3f} | {errors} "
-            f"| {_f(k.rows_per_call if k else None, 1)} | {_f(k.device_us_per_call if k else None, 1)} |"
+            f"| {_f(k.rows_per_call if k else None, 1)} | {_f(k.device_us_per_call if k else None, 1)} "
+            f"| {'-' if p.tcp_retransmits is None else f'{p.tcp_retransmits:,}'} |"
         )
     return [*lines, ""]
 
@@ -178,7 +179,9 @@ def markdown(run: Run, targets: Sequence[Target]) -> str:
         "wrk's latency percentiles; errors are non-2xx/3xx responses plus socket errors (connect, read, write,",
         "timeout). For fpgaas, rows/device call is Δ`fpgaas_batch_size_sum` / Δ`fpgaas_batch_size_count` and",
         'device µs/call is Δ`fpgaas_device_stage_seconds_sum` (three stages) / Δ`_count{stage="kernel"}`, both',
-        "over the measured run.",
+        "over the measured run. TCP retrans. is the machine's count of retransmitted TCP segments during the",
+        "measured run (/proc/net/snmp, other users' traffic included): on loopback each one stalls a request",
+        "by at least 200 ms, which is where a p99 of seconds comes from.",
         "",
         "![p50 and p99 latency against throughput](http.png)",
         "",

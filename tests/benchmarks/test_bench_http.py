@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks.httpbench.cases import inputs, make_cases, response_problem
 from benchmarks.httpbench.metrics import parse_counters
-from benchmarks.httpbench.procs import Cores, Server, free_port, listening_addresses, running
+from benchmarks.httpbench.procs import Cores, Server, free_port, listening_addresses, running, tcp_counters
 from benchmarks.httpbench.servers import KSERVE_VENV, PEERS
 from benchmarks.httpbench.wrk import WrkError, lua_script, parse_wrk, run_wrk, wrk_command
 from benchmarks.peers.network import muon_network
@@ -103,6 +103,11 @@ fpgaas_device_stage_seconds_sum{device="pynq-0",model="muon-pt",stage="output_tr
     assert counters.rows_per_call == pytest.approx(2.5)
     assert counters.device_us_per_call == pytest.approx(100.0)
     assert counters.minus(counters).rows_per_call is None
+
+
+def test_the_machines_tcp_counters_are_read() -> None:
+    counters = tcp_counters()
+    assert {"RetransSegs", "EstabResets"} <= counters.keys()
 
 
 @pytest.fixture(scope="module")
