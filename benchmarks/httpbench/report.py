@@ -202,7 +202,7 @@ def plot(run: Run, png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     cases = list(run.cases)
     fig, axes = plt.subplots(2, len(cases), figsize=(4.6 * len(cases), 8), squeeze=False)
@@ -233,7 +233,8 @@ def plot(run: Run, png: Path) -> None:
                     )
             ax.set_xscale("log")
             ax.set_yscale("log")
-            for axis in (ax.xaxis, ax.yaxis):  # plain numbers; no labels on minor ticks (they overlap)
+            for axis in (ax.xaxis, ax.yaxis):  # labels at 1, 2, 5 x 10^k, plain numbers (minor ones overlap)
+                axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
                 axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
                 axis.set_minor_formatter(NullFormatter())
             ax.set_title(f"{run.cases[case].label}: {title}", fontsize=10)
