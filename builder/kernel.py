@@ -54,7 +54,7 @@ def write_kernel(graph: Any, hls_dir: Path) -> KernelSource:
         )
     project = str(graph.config.get_project_name())
     x, y = tensor_spec(inputs[0]), tensor_spec(outputs[0])
-    template = Template(resources.files("kernels").joinpath("templates/kernel_top.cpp").read_text())
+    template = Template(resources.files("fpgaas.kernels").joinpath("templates/kernel_top.cpp").read_text())
     source = hls_dir / KERNEL_SOURCE
     source.write_text(
         template.substitute(

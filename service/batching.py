@@ -2,7 +2,8 @@
 `max_batch` rows.
 
 One `Batcher` per replica (a model version resident on one device). Requests queue in arrival
-order. An idle device starts at once with what is queued (up to `max_batch` rows, taking a slice
+order. An idle device starts at the end of the event loop iteration that queued the first rows
+(so every request read in that iteration rides along) with what is queued (up to `max_batch` rows, taking a slice
 of a larger request and the rest in later calls); rows that arrive while a call runs form the
 next batch, which starts the moment the call ends. `max_delay_s` > 0 lets an idle device wait
 at most that long for a fuller batch (it goes early at `max_batch` rows); it is a bound, and 0
@@ -172,6 +173,7 @@ class Batcher:
         self._hung = False  # that call is past its deadline: the device has not returned
         self._closing = False
         self._linger: asyncio.TimerHandle | None = None
+        self._dispatch_soon = False  # a dispatch is scheduled for the end of this loop iteration
         self._idle = asyncio.Event()
         self._cost = _CallCost(self._max_batch, 0.0, 0.0)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -238,8 +240,13 @@ class Batcher:
         self._metrics.queue_rows.set(self._accepted)
         self._idle.clear()
         if not self._busy:
-            if self._policy.max_delay_s <= 0 or self._unsent >= self._max_batch:
+            if self._unsent >= self._max_batch:
                 self._dispatch()
+            elif self._policy.max_delay_s <= 0:
+                # At the end of this loop iteration: every request read in it joins the batch.
+                if not self._dispatch_soon:
+                    self._dispatch_soon = True
+                    self._loop.call_soon(self._dispatch_if_idle)
             elif self._linger is None:
                 self._linger = self._loop.call_at(
                     request.enqueued + self._policy.max_delay_s, self._linger_end
@@ -289,6 +296,11 @@ class Batcher:
             await asyncio.to_thread(worker.join, self._policy.device_timeout_s)
             if worker.is_alive():
                 log.error("model %s: the device worker is still busy at shutdown; leaving it", self._model)
+
+    def _dispatch_if_idle(self) -> None:
+        self._dispatch_soon = False
+        if not self._busy:
+            self._dispatch()
 
     def _linger_end(self) -> None:
         self._linger = None
