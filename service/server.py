@@ -1,22 +1,149 @@
-"""`serve(settings)`: run the app under uvicorn on settings.host:settings.port until stopped."""
+"""`serve(settings)`: the fpgaas server process, uvicorn (httptools, uvloop) running `create_app`.
+
+`uvicorn_config(settings, app)` is the one place the server's uvicorn configuration is made
+(tests start servers from it too). Connections get a read deadline and a drain at shutdown from
+`fpgaas.service.http_protocol`. On SIGTERM or SIGINT the `Server`:
+
+1. takes the connections the kernel had already accepted for it (the listen backlog) before
+   closing the listener, so that none of them is reset unanswered; from then on connecting is
+   refused;
+2. answers every request on an accepted connection, with `Connection: close`, and closes idle
+   connections (see `http_protocol` for the grace a connection between requests gets);
+3. runs the app's lifespan shutdown, which drains the batchers and closes kernels and devices;
+4. returns, and the process exits 0. uvicorn would re-raise the signal here, so a server that
+   had finished cleanly would die of it (exit status -15).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import copy
 import logging
+import math
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.server import HANDLED_SIGNALS
 
 from fpgaas.service.app import create_app
+from fpgaas.service.http_protocol import timed_protocol
 from fpgaas.service.settings import Settings
 
+log = logging.getLogger(__name__)
 
-def serve(settings: Settings) -> None:
-    """Blocks until SIGINT/SIGTERM; shutdown drains accepted requests (see `create_app`)."""
-    logging.getLogger().setLevel(settings.log_level.upper())
-    uvicorn.run(
-        create_app(settings),
+
+def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """Serve on the listening `sockets` (closed at shutdown) or else on settings.host:port until
+    SIGTERM or SIGINT; return once every accepted request is answered and the app is shut down."""
+    Server(uvicorn_config(settings, create_app(settings))).run(sockets=sockets)
+
+
+def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
+    """The uvicorn configuration of a server running the ASGI `app` with `settings`."""
+    return uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
+        http=timed_protocol(settings.read_timeout_s),  # httptools, with a read deadline
+        loop="uvloop",
+        ws="none",  # no route speaks WebSocket
+        lifespan="on",
+        # uvicorn annotates seconds as int; its timer takes any float.
+        timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=graceful_shutdown_s(settings),
+        access_log=settings.access_log,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=max(5, int(settings.device_timeout_s) + 2),
+        log_config=log_config(settings),
     )
+
+
+def graceful_shutdown_s(settings: Settings) -> int:
+    """Seconds accepted requests get to finish at shutdown: a device call and some margin."""
+    return max(5, math.ceil(settings.device_timeout_s) + 2)
+
+
+def log_config(settings: Settings) -> dict[str, Any]:
+    """uvicorn's logging configuration, with fpgaas's own loggers (`fpgaas.*`) on stderr too."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["fpgaas"] = {
+        "()": "uvicorn.logging.DefaultFormatter",
+        "fmt": "%(levelprefix)s %(name)s: %(message)s",
+    }
+    config["handlers"]["fpgaas"] = {
+        "formatter": "fpgaas",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["fpgaas"] = {
+        "handlers": ["fpgaas"],
+        "level": settings.log_level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server with the shutdown described in the module docstring."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        backlog = self._close_listeners(sockets or [])
+        loop = asyncio.get_running_loop()
+        for conn in backlog:
+            try:
+                await loop.connect_accepted_socket(self._new_protocol, sock=conn)
+            except OSError:  # the client went away meanwhile
+                conn.close()
+        if backlog:
+            log.info("shutting down: %d connection(s) taken from the listen backlog", len(backlog))
+        await super().shutdown(sockets)  # closes what is closed already: a no-op
+
+    def _close_listeners(self, sockets: list[socket.socket]) -> list[socket.socket]:
+        """Close every listener and return the connections waiting in their backlogs.
+
+        Closing a listening socket resets the connections the kernel completed but the server had
+        not yet taken, after their clients may have sent a request. So one duplicate descriptor
+        per listener keeps it open while the others close, its backlog is taken, then it closes:
+        all without yielding to the loop, so no connection is completed in between unseen."""
+        fds = {s.fileno() for server in self.servers for s in server.sockets} | {s.fileno() for s in sockets}
+        keep = [socket.socket(fileno=os.dup(fd)) for fd in fds if fd >= 0]
+        for server in self.servers:
+            server.close()
+        for sock in sockets:
+            sock.close()
+        backlog: list[socket.socket] = []
+        for listener in keep:
+            listener.setblocking(False)
+            with listener:
+                while True:
+                    try:
+                        conn, _ = listener.accept()
+                    except OSError:  # BlockingIOError: the backlog is empty
+                        break
+                    backlog.append(conn)
+        return backlog
+
+    def _new_protocol(self) -> asyncio.Protocol:
+        protocol: asyncio.Protocol = self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+        return protocol
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's signal handling, without re-raising the signal once shut down cleanly."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -1,6 +1,6 @@
-"""A live uvicorn server on a free loopback port, driven by the project's own client SDK.
-
-Also checks that stopping the server answers the requests it had accepted (drain).
+"""The server process: the production uvicorn configuration (`uvicorn_config`), a live server
+built from it driven by the project's own client SDK, the access log, and stopping the server,
+which answers the requests it had accepted (drain).
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fpgaas.client import Client, ModelNotFoundError
 from fpgaas.service.app import create_app
+from fpgaas.service.server import Server, uvicorn_config
 from fpgaas.service.settings import Settings
+from tests.fixtures.servers import serving_process
 
 N_INPUTS = 6  # the tiny model of conftest.py: 6 inputs -> 2 outputs
 N_OUTPUTS = 2
@@ -37,13 +39,11 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """uvicorn in a thread; `stop` asks it to exit as SIGTERM would, and waits."""
+    """The production server (`uvicorn_config` + `Server`) in a thread; `stop` asks it to exit
+    as SIGTERM would, and waits."""
 
     def __init__(self, settings: Settings) -> None:
-        config = uvicorn.Config(
-            create_app(settings), host=settings.host, port=settings.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
+        self.server = Server(uvicorn_config(settings, create_app(settings)))
         self.url = f"http://{settings.host}:{settings.port}"
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
 
@@ -64,12 +64,38 @@ class LiveServer:
 def live(one_model_repo: Path) -> Iterator[LiveServer]:
     # This server shares the test's GIL with its client threads, so its device calls look slow
     # and the default admission budget would shed load; these tests are about rows, not shedding.
-    settings = Settings(model_repository=one_model_repo, port=free_port(), max_batch=256, max_queue_delay_ms=60_000)
+    settings = Settings(
+        model_repository=one_model_repo,
+        port=free_port(),
+        max_batch=256,
+        max_queue_delay_ms=60_000,
+        log_level="warning",
+    )
     server = LiveServer(settings)
     server.start()
     yield server
     if server.thread.is_alive():
         server.stop()
+
+
+def test_the_server_runs_httptools_on_uvloop_with_the_settings_timeouts(one_model_repo: Path) -> None:
+    settings = Settings(
+        model_repository=one_model_repo,
+        read_timeout_s=2.5,
+        keepalive_timeout_s=0.75,
+        access_log=True,
+        device_timeout_s=30,
+        log_level="debug",
+    )
+    config = uvicorn_config(settings, create_app(settings))
+    assert isinstance(config.http, type) and issubclass(config.http, HttpToolsProtocol)
+    assert config.http.read_timeout_s == 2.5  # type: ignore[attr-defined]
+    assert config.loop == "uvloop"
+    assert config.lifespan == "on"
+    assert config.timeout_keep_alive == 0.75
+    assert config.access_log is True
+    assert config.timeout_graceful_shutdown is not None and config.timeout_graceful_shutdown > 30
+    assert uvicorn_config(Settings(model_repository=one_model_repo), create_app(settings)).access_log is False
 
 
 def test_the_client_sdk_predicts_through_a_live_server(live: LiveServer, reference) -> None:
@@ -96,7 +122,10 @@ def test_concurrent_clients_each_get_their_rows(live: LiveServer, reference) -> 
 
 def test_stopping_the_server_answers_accepted_requests(one_model_repo: Path, reference) -> None:
     # A 1 s batching delay keeps these requests queued while the server is told to stop.
-    server = LiveServer(Settings(model_repository=one_model_repo, port=free_port(), max_delay_us=1_000_000))
+    settings = Settings(
+        model_repository=one_model_repo, port=free_port(), max_delay_us=1_000_000, log_level="warning"
+    )
+    server = LiveServer(settings)
     server.start()
     inputs = [rows(4, i) for i in range(3)]
     with ThreadPoolExecutor(3) as pool:
@@ -118,3 +147,24 @@ def test_stopping_the_server_answers_accepted_requests(one_model_repo: Path, ref
             np.testing.assert_array_equal(
                 np.asarray(answer.json()["outputs"], dtype=np.float32), reference(x)
             )
+
+
+def served_requests_then_log(repo: Path, log_file: Path, **settings: object) -> str:
+    """Start a server logging at info level, send two requests, stop it, and return its log."""
+    with serving_process(model_repository=repo, log_file=log_file, log_level="info", **settings) as server:
+        assert httpx.post(f"{server.url}/predict", json={"inputs": rows(1).tolist()}).status_code == 200
+        assert httpx.get(f"{server.url}/models").status_code == 200
+    return server.log()
+
+
+def test_the_access_log_is_off_by_default(one_model_repo: Path, tmp_path: Path) -> None:
+    log = served_requests_then_log(one_model_repo, tmp_path / "server.log")
+    assert "Application startup complete" in log  # the log was captured at info level
+    assert "POST /predict" not in log
+    assert "GET /models" not in log
+
+
+def test_the_access_log_when_on_has_one_line_per_request(one_model_repo: Path, tmp_path: Path) -> None:
+    log = served_requests_then_log(one_model_repo, tmp_path / "server.log", access_log=True)
+    assert sum('"POST /predict HTTP/1.1" 200' in line for line in log.splitlines()) == 1
+    assert sum('"GET /models HTTP/1.1" 200' in line for line in log.splitlines()) == 1
