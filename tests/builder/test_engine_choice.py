@@ -10,7 +10,13 @@ import pytest
 
 from fpgaas.builder import build
 from fpgaas.builder.engine import self_check_inputs
-from fpgaas.kernels.twin import ENGINE_FIXED_POINT, ENGINE_LIBRARY, EngineKernel, KernelLibrary, open_cpu_kernel
+from fpgaas.kernels.twin import (
+    ENGINE_FIXED_POINT,
+    ENGINE_LIBRARY,
+    EngineKernel,
+    KernelLibrary,
+    open_cpu_kernel,
+)
 from tests.fixtures.builds import BuiltModel
 
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from fpgaas.client import AsyncClient, Client
 from examples.muon.generator import generate
+from fpgaas.client import AsyncClient, Client
 from tests.fixtures.builds import BuiltModel, shared_muon_build
 from tests.fixtures.servers import serving
 
