@@ -97,9 +97,11 @@ class Server(uvicorn.Server):
         loop = asyncio.get_running_loop()
         for conn in backlog:
             try:
-                await loop.connect_accepted_socket(self._new_protocol, sock=conn)
+                _, protocol = await loop.connect_accepted_socket(self._new_protocol, sock=conn)
             except OSError:  # the client went away meanwhile
                 conn.close()
+                continue
+            protocol.shutdown()  # type: ignore[attr-defined]  # before it can serve a request as keep-alive
         if backlog:
             log.info("shutting down: %d connection(s) taken from the listen backlog", len(backlog))
         await super().shutdown(sockets)  # closes what is closed already: a no-op
