@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import logging.config
 import math
 import os
 import signal
@@ -42,11 +43,13 @@ log = logging.getLogger(__name__)
 def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     """Serve on the listening `sockets` (closed at shutdown) or else on settings.host:port until
     SIGTERM or SIGINT; return once every accepted request is answered and the app is shut down."""
+    logging.config.dictConfig(log_config(settings))
     Server(uvicorn_config(settings, create_app(settings))).run(sockets=sockets)
 
 
 def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
-    """The uvicorn configuration of a server running the ASGI `app` with `settings`."""
+    """The uvicorn configuration of a server running the ASGI `app` with `settings`. Logging
+    handlers are the process's business (`serve` installs `log_config`); this sets levels only."""
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -60,7 +63,7 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         timeout_graceful_shutdown=graceful_shutdown_s(settings),
         access_log=settings.access_log,
         log_level=settings.log_level,
-        log_config=log_config(settings),
+        log_config=None,
     )
 
 
@@ -70,7 +73,8 @@ def graceful_shutdown_s(settings: Settings) -> int:
 
 
 def log_config(settings: Settings) -> dict[str, Any]:
-    """uvicorn's logging configuration, with fpgaas's own loggers (`fpgaas.*`) on stderr too."""
+    """The server process's logging: uvicorn's configuration, with fpgaas's own loggers
+    (`fpgaas.*`) on stderr too, at the settings' level."""
     config = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["fpgaas"] = {
         "()": "uvicorn.logging.DefaultFormatter",

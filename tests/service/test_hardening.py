@@ -55,6 +55,8 @@ def server(one_model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         log_file=log_file,
         log_level="info",
         read_timeout_s=READ_TIMEOUT_S,
+        # Longer than any pause of the module's shared client: no keep-alive close races its reuse.
+        keepalive_timeout_s=120,
         max_queue_rows=200_000,  # the large-body test queues 100,000 rows at once
         max_queue_delay_ms=60_000,  # these tests are not about shedding load
     ) as running:
@@ -457,10 +459,8 @@ def test_an_idle_keep_alive_connection_outlives_the_read_timeout(
             np.testing.assert_array_equal(
                 np.asarray(json.loads(answer)["outputs"], dtype=np.float32), reference(x)
             )
-            if i == 0:
-                time.sleep(
-                    READ_TIMEOUT_S * 2
-                )  # idle: the keep-alive timeout (5 s) applies, not the read timeout
+            if i == 0:  # idle: the keep-alive timeout applies, not the read timeout
+                time.sleep(READ_TIMEOUT_S * 2)
 
 
 # Large bodies

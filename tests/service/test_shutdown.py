@@ -81,9 +81,10 @@ async def load(url: str, keep_alive: bool, sigterm: Callable[[], None]) -> tuple
             except httpx.TransportError as exc:
                 outcome.error = exc
             outcome.ended = time.monotonic()
-            answered.add(index)
-            if len(answered) == CLIENTS:
-                warm.set()
+            if outcome.response is not None:
+                answered.add(index)
+                if len(answered) == CLIENTS:
+                    warm.set()
             if isinstance(outcome.error, httpx.ConnectError) and signalled.is_set():
                 return
             if time.monotonic() > deadline:
