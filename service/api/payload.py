@@ -10,6 +10,7 @@ Pure functions; thread-safe (large bodies are parsed on a worker thread).
 
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -152,9 +153,12 @@ def _name(doc: dict[str, Any], key: str) -> str | None:
     return value
 
 
+_CHUNK_ROWS = 4096  # rows converted per np.array call of a large body
+
+
 def _rows_to_array(rows: list[Any], suspicious: bool) -> np.ndarray:
     try:
-        arr: np.ndarray | None = np.array(rows)
+        arr: np.ndarray | None = _convert(rows)
     except (ValueError, TypeError, OverflowError):  # ragged rows
         arr = None
     if arr is None or arr.ndim != 2 or arr.dtype.kind not in "iuf" or suspicious:
@@ -164,6 +168,20 @@ def _rows_to_array(rows: list[Any], suspicious: bool) -> np.ndarray:
     if arr.dtype.kind not in "iuf":  # e.g. integers beyond int64, all checked convertible above
         arr = np.array(rows, dtype=np.float64)
     return arr
+
+
+def _convert(rows: list[Any]) -> np.ndarray:
+    """np.array(rows), in chunks for a large body: np.array holds the GIL for the whole list,
+    and the pause between chunks lets the event loop thread serve the other requests."""
+    if len(rows) <= _CHUNK_ROWS:
+        return np.array(rows)
+    parts = []
+    for start in range(0, len(rows), _CHUNK_ROWS):
+        parts.append(np.array(rows[start : start + _CHUNK_ROWS]))
+        time.sleep(0)  # releases the GIL (this runs on a worker thread)
+    if len({p.dtype for p in parts}) > 1 or len({p.shape[1:] for p in parts}) > 1:
+        return np.array(rows)  # mixed int/float chunks or ragged: let numpy decide for the whole
+    return np.concatenate(parts)
 
 
 def _explain(rows: list[Any]) -> None:
