@@ -6,7 +6,11 @@ numbers or a 503; every other request failed to connect (refused once the listen
 a fresh connection per request nothing else is possible, since any connection the server
 accepted carries a request it answers. With keep-alive connections the server also answers a
 request that reaches a connection idle at SIGTERM within a short grace, with `Connection: close`,
-so clients see the same.
+so clients see the same. "Accepted" includes connections the kernel completed for the server but
+it had not yet taken (its listen backlog): they are answered too, not reset.
+
+Stock uvicorn, for comparison, lost requests already sent on connections it had accepted but not
+yet read (clients saw `ReadError`) and exited with status -15.
 """
 
 from __future__ import annotations
