@@ -25,6 +25,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -43,7 +44,11 @@ BOUND_S = 10.0  # generous bound on what takes well under a second
 GRACEFUL_BOUND_S = (
     12 + BOUND_S
 )  # the graceful timeout with default settings (device_timeout_s 10), and margin
-PYNQ = {"device": "pynq", "pynq_emulated_cards": 2, "placement": {"tiny": ["pynq-0", "pynq-1"]}}
+PYNQ: dict[str, Any] = {
+    "device": "pynq",
+    "pynq_emulated_cards": 2,
+    "placement": {"tiny": ["pynq-0", "pynq-1"]},
+}
 
 Reference = Callable[[np.ndarray], np.ndarray]
 
