@@ -41,9 +41,8 @@ N_INPUTS = 6  # the tiny model of conftest.py: 6 inputs -> 2 outputs
 CLIENTS = 32
 LOAD_S = 1.0
 BOUND_S = 10.0  # generous bound on what takes well under a second
-GRACEFUL_BOUND_S = (
-    12 + BOUND_S
-)  # the graceful timeout with default settings (device_timeout_s 10), and margin
+# The graceful timeout with default settings (device_timeout_s 10: 12 s), and margin.
+GRACEFUL_BOUND_S = 12 + BOUND_S
 PYNQ: dict[str, Any] = {
     "device": "pynq",
     "pynq_emulated_cards": 2,
