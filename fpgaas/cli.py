@@ -19,9 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def _build(args: argparse.Namespace) -> int:
     from fpgaas.builder import build
-    from fpgaas.kernels.errors import FpgaasError
-
     from fpgaas.builder.pipeline import DEFAULT_PART, DEFAULT_PLATFORM
+    from fpgaas.kernels.errors import FpgaasError
 
     try:
         artifact = build(
