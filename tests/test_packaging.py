@@ -44,7 +44,10 @@ def test_no_source_imports_a_bare_top_level_name() -> None:
     for folder in SOURCE_FOLDERS:
         for path in (REPO / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("files", "import_module"):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in (
+                    "files",
+                    "import_module",
+                ):
                     # importlib.resources.files("kernels") and the like name packages in strings
                     roots = [a.value.split(".")[0] for a in node.args[:1] if isinstance(a, ast.Constant)]
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
