@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fixtures.raw_http import read_response
 from tests.fixtures.servers import ServerProcess, serving_process
 
 N_INPUTS = 6  # the tiny model of conftest.py: 6 inputs -> 2 outputs
@@ -164,24 +165,6 @@ def closed_by_server(sock: socket.socket) -> bool:
         return True
     except TimeoutError:
         return False
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response with a Content-Length from `sock`: (status, headers, body)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed before a complete response head: {data!r}"
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)}
-    length = int(headers["content-length"])
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed mid-body"
-        body += chunk
-    return int(status_line.split()[1]), headers, body
 
 
 def raw_predict(x: np.ndarray) -> bytes:

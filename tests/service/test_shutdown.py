@@ -35,6 +35,7 @@ import uvloop
 from fpgaas.service.app import create_app
 from fpgaas.service.server import Server, uvicorn_config
 from fpgaas.service.settings import Settings
+from tests.fixtures.raw_http import read_response
 from tests.fixtures.servers import ServerProcess, serving_process
 
 N_INPUTS = 6  # the tiny model of conftest.py: 6 inputs -> 2 outputs
@@ -157,23 +158,6 @@ def predict_request(x: np.ndarray) -> bytes:
     body = json.dumps({"inputs": x.tolist()}).encode()
     head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     return head.encode() + body
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response with a Content-Length from `sock`: (status, headers, body)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed before a complete response head: {data!r}"
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
-    while len(body) < int(headers["content-length"]):
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed mid-body"
-        body += chunk
-    return int(status_line.split()[1]), headers, body
 
 
 def wait_until_refused(server: ServerProcess) -> None:
