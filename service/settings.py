@@ -6,11 +6,12 @@ negative delays) refuses to start instead. Passed explicitly to `create_app`; ne
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DeviceKind = Literal["emulated", "pynq"]
@@ -102,6 +103,34 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=3600, description="Retry-After sent with 503 overloaded"
     )
     log_level: LogLevel = Field(default="info", description="log level of the server and uvicorn")
+    management: bool = Field(
+        default=False,
+        description="serve the management API (uploads, builds, repository control); needs PostgreSQL",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token of the management routes; unset is allowed on a loopback host only",
+    )
+    inference_token: SecretStr | None = Field(
+        default=None, description="bearer token of the inference routes; unset: they are open"
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL of the build queue (libpq URL); unset: the embedded one under state_dir",
+    )
+    state_dir: Path = Field(
+        default=Path(".fpgaas"),
+        description="the embedded PostgreSQL, uploads and build logs live here (made when needed)",
+    )
+    max_upload_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, description="largest model upload, bytes (413 beyond)"
+    )
+    repository_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="seconds between looks at the build database for versions to load or unload",
+    )
 
     @field_validator("model_repository")
     @classmethod
@@ -133,7 +162,26 @@ class Settings(BaseSettings):
                     raise ValueError(f"{device!r} (for model {model!r}) is not a device name")
         return value
 
+    @model_validator(mode="after")
+    def _management_needs_a_token_off_loopback(self) -> Settings:
+        if self.management and self.admin_token is None and not is_loopback(self.host):
+            raise ValueError(
+                f"management is enabled on {self.host!r}, which is not a loopback address: "
+                "set FPGAAS_ADMIN_TOKEN (or bind 127.0.0.1)"
+            )
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_case_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a bind address or name) reaches this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
