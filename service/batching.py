@@ -51,6 +51,7 @@ from fpgaas.kernels.errors import (
 )
 from fpgaas.service.devices.base import LoadedKernel, StageTimes
 from fpgaas.service.metrics import ServiceMetrics
+from fpgaas.service.statistics import ModelStatistics
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,10 @@ class Batcher:
         n_outputs: int,
         policy: BatchPolicy,
         metrics: ServiceMetrics,
+        stats: ModelStatistics | None = None,
     ) -> None:
         self._kernel = kernel
+        self._stats = stats  # Triton's statistics of this model version (shared by its replicas)
         self._model = model
         self._device = device
         self._n_inputs = n_inputs
@@ -322,6 +325,8 @@ class Batcher:
         for request, start, _ in slices:
             if start == 0:
                 self._metrics.queue_wait.observe(now - request.enqueued)
+                if self._stats is not None:
+                    self._stats.queued(now - request.enqueued)
         if len(slices) == 1:
             request, start, end = slices[0]
             x = request.x[start:end]
@@ -392,8 +397,18 @@ class Batcher:
             assert call.stages is not None
             self._cost.add(int(call.x.shape[0]), call.seconds)
             self._metrics.observe_stages(call.stages)
+            if self._stats is not None:
+                self._record(call, call.stages, self._stats)
             self._answer(call)
         self._dispatch()  # rows that waited during the call go now: the linger is for an idle device
+
+    @staticmethod
+    def _record(call: _Call, stages: StageTimes, stats: ModelStatistics) -> None:
+        """Triton's statistics of one successful call: the call, and each request still waiting."""
+        stats.executed(int(call.x.shape[0]), stages)
+        for request, _, end in call.slices:
+            if not request.future.done():
+                stats.computed(stages, end == request.n)
 
     def _deadline_passed(self, call: _Call) -> None:
         """On the loop: the device did not return in time. Fail that call and everything queued

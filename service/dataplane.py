@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from fpgaas.service.batching import Batcher, BatchPolicy
 from fpgaas.service.devices.base import Device, DeviceInfo
 from fpgaas.service.metrics import ServiceMetrics
 from fpgaas.service.registry import LoadedModel, ModelRegistry, RefusedArtifact
+from fpgaas.service.statistics import ServiceStatistics
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +142,11 @@ class DataPlane:
         replicas: dict[tuple[str, str], tuple[_Replica, ...]],
         metrics: ServiceMetrics,
         probe_interval_s: float,
+        statistics: ServiceStatistics | None = None,
     ) -> None:
         self._registry = registry
+        # Triton's per-version statistics (ModelStatistics, the stats route, nv_inference_*).
+        self.statistics = statistics if statistics is not None else ServiceStatistics()
         self._replicas = replicas
         self._handles: dict[tuple[str, str | None], ModelHandle] = {}
         for m in registry.all():
@@ -163,6 +168,7 @@ class DataPlane:
     ) -> DataPlane:
         """One started batcher per replica, and the watcher; call inside the running event loop."""
         replicas: dict[tuple[str, str], tuple[_Replica, ...]] = {}
+        statistics = ServiceStatistics()
         for m in registry.all():
             started = []
             for r in m.replicas:
@@ -174,11 +180,12 @@ class DataPlane:
                     n_outputs=m.n_outputs,
                     policy=policy,
                     metrics=metrics,
+                    stats=statistics.model(m.name, m.version),
                 )
                 batcher.start()
                 started.append(_Replica(r.device, batcher))
             replicas[(m.name, m.version)] = tuple(started)
-        dataplane = cls(registry, replicas, metrics, probe_interval_s)
+        dataplane = cls(registry, replicas, metrics, probe_interval_s, statistics)
         dataplane._watcher = asyncio.get_running_loop().create_task(dataplane._watch(), name="device-watcher")
         return dataplane
 
@@ -216,7 +223,19 @@ class DataPlane:
     async def infer(self, handle: ModelHandle, x: np.ndarray) -> InferResult:
         """Run rows (n_samples, n_inputs) through a resolved model; BadInput names a bad value.
 
-        `x` may be any real dtype; it is checked once here (2-D, width, finite in float32)."""
+        `x` may be any real dtype; it is checked once here (2-D, width, finite in float32).
+        Counted in `statistics` as a success or a failure, with its wall time."""
+        stats = self.statistics.model(handle.name, handle.version)
+        start = time.perf_counter()
+        try:
+            result = await self._infer(handle, x)
+        except Exception:
+            stats.request_done(time.perf_counter() - start, ok=False)
+            raise
+        stats.request_done(time.perf_counter() - start, ok=True)
+        return result
+
+    async def _infer(self, handle: ModelHandle, x: np.ndarray) -> InferResult:
         if self._closing:
             raise NotReady("the server is shutting down")
         batch = check_rows(x, handle.n_inputs)
