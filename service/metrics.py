@@ -2,16 +2,18 @@
 
 All durations are in seconds; the buckets span 10 µs .. 10 s log-spaced because a kernel call
 takes microseconds while a queued request under load waits milliseconds to seconds.
-Thread-safe (prometheus_client metrics are).
+Thread-safe. The families are `service.instruments` ones (cheap enough for the hot path),
+exported through prometheus_client; their children are bound once and reused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from fpgaas.service.devices.base import StageTimes
+from fpgaas.service.instruments import Counter, Gauge, Histogram, HistogramChild, ValueChild
 
 # 10 µs .. 10 s, three buckets per decade.
 SECONDS_BUCKETS: tuple[float, ...] = (
@@ -51,7 +53,7 @@ class ServiceMetrics:
             buckets=SECONDS_BUCKETS,
             registry=registry,
         )
-        self.inflight = Gauge("fpgaas_inflight_requests", "HTTP requests being served", registry=registry)
+        self.inflight = Gauge("fpgaas_inflight_requests", "HTTP requests being served", [], registry).labels()
         self.queue_rows = Gauge(
             "fpgaas_queue_rows",
             "rows accepted by the batcher and not yet answered",
@@ -72,7 +74,7 @@ class ServiceMetrics:
             ["route"],
             registry=registry,
         )
-        self._durations: dict[tuple[str, str, str], Histogram] = {}
+        self._durations: dict[tuple[str, str, str], HistogramChild] = {}
 
     def request_done(self, route: str, model: str, status: int, seconds: float) -> None:
         """Record one HTTP request. Labels are bounded: `route` is a path template, `model` a
@@ -101,13 +103,13 @@ class ServiceMetrics:
 class ReplicaMetrics:
     """Pre-bound metric children of one replica: no label lookup on the hot path."""
 
-    queue_wait: Histogram
-    batch_size: Histogram
-    input_transfer: Histogram
-    kernel: Histogram
-    output_transfer: Histogram
-    queue_rows: Gauge
-    rows: Counter
+    queue_wait: HistogramChild
+    batch_size: HistogramChild
+    input_transfer: HistogramChild
+    kernel: HistogramChild
+    output_transfer: HistogramChild
+    queue_rows: ValueChild
+    rows: ValueChild
 
     def observe_stages(self, stages: StageTimes) -> None:
         """Record the three stages of one device call (seconds)."""
