@@ -71,14 +71,18 @@ class EmulatedDevice:
 
     def __init__(self, name: str = "emulated-0") -> None:
         self._name = name
+        self._open_info = DeviceInfo(
+            name=name, kind="emulated", healthy=True, detail="the kernel's bit-exact CPU twin"
+        )
         self._kernels: list[EmulatedKernel] = []
         self._lock = threading.Lock()
         self._closed = False
 
     @property
     def info(self) -> DeviceInfo:
-        detail = "closed" if self._closed else "the kernel's bit-exact CPU twin"
-        return DeviceInfo(name=self._name, kind="emulated", healthy=not self._closed, detail=detail)
+        if self._closed:
+            return DeviceInfo(name=self._name, kind="emulated", healthy=False, detail="closed")
+        return self._open_info  # read on every request: built once
 
     def load(self, artifact: Artifact, max_batch: int) -> EmulatedKernel:
         if artifact.emulation_library is None:
