@@ -1,4 +1,4 @@
-"""Stage 6: copy the source model in, describe the build in the manifest, seal and publish.
+"""Stage 6: copy the source model in, describe the build in the manifest, seal, sign and publish.
 
 A build happens in a staging directory next to the destination; `publish` renames it into place
 only after `fpgaas.kernels.artifact.write_manifest` sealed it, so a failed build leaves no half-written
@@ -22,6 +22,7 @@ from fpgaas.builder.synthesize import VPP, XclbinResult
 from fpgaas.builder.tools import version_line
 from fpgaas.kernels.artifact import MANIFEST_NAME, Binaries, LayerTypes, Manifest, write_manifest
 from fpgaas.kernels.errors import ArtifactError
+from fpgaas.kernels.signing import sign_manifest
 from fpgaas.kernels.xclbin import EMULATION_XCLBIN, write_emulation_xclbin
 
 
@@ -104,8 +105,10 @@ def seal(
     engine: EngineChoice,
     part: str,
     platform: str,
+    signing_key: Path,
 ) -> Manifest:
-    """Write the emulation xclbin and manifest.json (hashing every file); make the tree read-only."""
+    """Write the emulation xclbin and manifest.json (hashing every file), make the tree read-only
+    and sign the manifest with the ed25519 key in `signing_key` (manifest.sig)."""
     # The emulated PYNQ card loads this stand-in through pynq's own parser; a Vitis host's real
     # xclbin (binaries.xclbin) is what a card loads.
     write_emulation_xclbin(
@@ -139,4 +142,6 @@ def seal(
         engine=engine.engine,
         engine_note=engine.note,
     )
-    return write_manifest(root, manifest)
+    sealed = write_manifest(root, manifest)
+    sign_manifest(root, signing_key)
+    return sealed

@@ -21,9 +21,11 @@ from fpgaas.builder.convert import DEFAULT_PART, ConvertOptions, convert
 from fpgaas.builder.engine import choose_engine
 from fpgaas.builder.kernel import write_kernel
 from fpgaas.builder.load import scan_model
+from fpgaas.builder.settings import BuilderSettings
 from fpgaas.builder.synthesize import DEFAULT_PLATFORM, synthesize
-from fpgaas.kernels.artifact import Artifact, load_artifact
+from fpgaas.kernels.artifact import Artifact
 from fpgaas.kernels.errors import BadInput, BuildError
+from fpgaas.kernels.signing import TrustedKeys, load_private_key, verify_artifact
 from fpgaas.kernels.twin import KernelLibrary
 
 _LOG = logging.getLogger("fpgaas.builder")
@@ -41,10 +43,13 @@ def build(
     part: str = DEFAULT_PART,
     platform: str = DEFAULT_PLATFORM,
     log: LogFn | None = None,
+    signing_key: Path | None = None,
 ) -> Artifact:
     """Build the artifact for the Keras 2 / QKeras `.h5` at `model_path` into the new directory `out`.
 
-    `log` receives one line per stage (default: the "fpgaas.builder" logger). Raises `BadInput` for
+    `log` receives one line per stage (default: the "fpgaas.builder" logger). The manifest is signed
+    with the ed25519 private key file `signing_key` (default: `BuilderSettings().signing_key()`,
+    i.e. FPGAAS_SIGNING_KEY_FILE or the embedded default pair). Raises `BadInput` for
     an unreadable model or bad name, `UnsafeModel` for a model that would run code, `ToolMissing`
     without g++, `BuildError` (naming the log, kept in `<out>.build-logs/`) when a tool fails, and
     `ArtifactError` when `out` already holds files.
@@ -57,6 +62,8 @@ def build(
             )
     # Absolute paths: hls4ml's compile() changes the working directory of the whole process.
     model_path, out = Path(model_path).absolute(), Path(out).absolute()
+    key = Path(signing_key if signing_key is not None else BuilderSettings().signing_key()).absolute()
+    signer = load_private_key(key)  # a missing or wrong key fails now, not after an hour of v++
     if not model_path.is_file():
         raise BadInput(f"model file {model_path} does not exist", field="model")
     root = package.staging_dir(out)
@@ -96,6 +103,7 @@ def build(
                 engine=engine,
                 part=part,
                 platform=platform,
+                signing_key=key,
             )
             package.publish(root, out)
     except BuildError as exc:
@@ -109,7 +117,7 @@ def build(
         package.keep_logs(root, out)
         raise
     say(f"artifact {name} v{version} written to {out}")
-    return load_artifact(out)
+    return verify_artifact(out, TrustedKeys.of(signer.public_key()))
 
 
 @contextmanager

@@ -2,14 +2,17 @@
 
 Layout (paths relative to the artifact directory)::
 
-    manifest.json          this schema, written last
+    manifest.json          this schema, written last but one
+    manifest.sig           the builder's ed25519 signature of manifest.json (fpgaas.kernels.signing)
     model/<file>           the source model as uploaded (never executed)
     hls/                   the hls4ml project (firmware/, the kernel top, scripts)
     emulation/libkernel.so the kernel source compiled with g++ (batch C ABI, see kernels.twin)
     xclbin/<name>.xclbin   present only when v++ built it on a Vitis host
 
-`manifest.json` lists the sha256 of every other file; `load_artifact` refuses a directory
-whose files do not match, and `write_manifest` makes the tree read-only once written.
+`manifest.json` lists the sha256 of every other file (all but itself and `manifest.sig`);
+`load_artifact` refuses a directory whose files do not match, and `write_manifest` makes the tree
+read-only once written. `load_artifact` checks integrity only: a server opens artifacts with
+`fpgaas.kernels.signing.verify_artifact`, which checks the signature before anything else.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fpgaas.kernels.errors import ArtifactError, ArtifactIntegrityError
+from fpgaas.kernels.errors import ArtifactError, ArtifactIntegrityError, ArtifactUntrusted
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"
+_UNHASHED = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
 
 
 @dataclass(frozen=True)
@@ -149,19 +154,25 @@ def sha256_file(path: Path) -> str:
 
 
 def hash_tree(root: Path) -> dict[str, str]:
-    """sha256 of every regular file below `root` except the manifest, by POSIX relative path."""
+    """sha256 of every regular file below `root` except the manifest and its signature, by POSIX
+    relative path. Anything else that is not a directory (a link, a FIFO, a device) is refused."""
     hashes: dict[str, str] = {}
     for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
         if path.is_symlink():
-            raise ArtifactError(f"artifacts hold no symbolic links: {path.relative_to(root)}")
-        if path.is_file() and path != root / MANIFEST_NAME:
-            hashes[path.relative_to(root).as_posix()] = sha256_file(path)
+            raise ArtifactUntrusted(f"artifacts hold no symbolic links: {relative}", reason="extra_file")
+        if not (path.is_file() or path.is_dir()):
+            raise ArtifactUntrusted(
+                f"artifacts hold only regular files and directories: {relative}", reason="extra_file"
+            )
+        if path.is_file() and relative not in _UNHASHED:
+            hashes[relative] = sha256_file(path)
     return hashes
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Manifest:
     """Hash the tree, write manifest.json last and make the whole artifact read-only."""
-    if (root / MANIFEST_NAME).exists():
+    if (root / MANIFEST_NAME).exists() or (root / SIGNATURE_NAME).exists():
         raise ArtifactError(f"{root} already holds an artifact; artifacts are immutable")
     sealed = Manifest(**{**manifest.__dict__, "files": hash_tree(root)})
     (root / MANIFEST_NAME).write_text(sealed.to_json())
@@ -170,30 +181,48 @@ def write_manifest(root: Path, manifest: Manifest) -> Manifest:
 
 
 def load_artifact(root: Path | str) -> Artifact:
-    """Read and verify an artifact; raises ArtifactIntegrityError on any hash mismatch."""
+    """Read an artifact and check its files against its manifest (integrity, not authenticity:
+    see `fpgaas.kernels.signing.verify_artifact`). Raises ArtifactIntegrityError on any mismatch."""
     root = Path(root)
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise ArtifactError(f"{root} has no {MANIFEST_NAME}")
+    manifest = parse_manifest(manifest_path.read_bytes(), root)
+    check_files(root, manifest)
+    return Artifact(path=root, manifest=manifest)
+
+
+def parse_manifest(raw: bytes, root: Path) -> Manifest:
+    """The Manifest in the bytes of `root`/manifest.json; ArtifactError when they are not one."""
     try:
-        data = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{manifest_path} is not JSON: {exc}") from exc
-    manifest = Manifest.from_dict(data)
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{root / MANIFEST_NAME} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{root / MANIFEST_NAME} is not a JSON object")
+    return Manifest.from_dict(data)
+
+
+def check_files(root: Path, manifest: Manifest) -> None:
+    """Every file below `root` is listed in `manifest.files` with its sha256, and nothing else is
+    there. Raises ArtifactIntegrityError whose `reason` is the first of hash_mismatch,
+    missing_file, extra_file that applies (the message lists them all)."""
     actual = hash_tree(root)
     missing = sorted(set(manifest.files) - set(actual))
     extra = sorted(set(actual) - set(manifest.files))
     changed = sorted(p for p in manifest.files if p in actual and actual[p] != manifest.files[p])
     if missing or extra or changed:
         problems = []
+        if changed:
+            problems.append(f"sha256 mismatch {changed[:5]}")
         if missing:
             problems.append(f"missing {missing[:5]}")
         if extra:
             problems.append(f"unlisted {extra[:5]}")
-        if changed:
-            problems.append(f"sha256 mismatch {changed[:5]}")
-        raise ArtifactIntegrityError(f"artifact {root} failed verification: {'; '.join(problems)}")
-    return Artifact(path=root, manifest=manifest)
+        reason = "hash_mismatch" if changed else "missing_file" if missing else "extra_file"
+        raise ArtifactIntegrityError(
+            f"artifact {root} failed verification: {'; '.join(problems)}", reason=reason
+        )
 
 
 def _make_read_only(root: Path) -> None:

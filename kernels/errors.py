@@ -6,7 +6,8 @@
     │   └── UnsupportedMediaType 415 a Content-Type or Content-Encoding fpgaas does not read
     ├── ModelNotFound           404  no model (or version) of that name is loaded
     ├── ArtifactError           500  an artifact cannot be read or is inconsistent
-    │   ├── ArtifactIntegrityError   a file's sha256 differs from the manifest
+    │   ├── ArtifactUntrusted        not signed by a trusted key, or files differ from the signed manifest
+    │   │   └── ArtifactIntegrityError   a file's sha256 differs from the manifest (or is missing/extra)
     │   └── UnsupportedLayer         the fixed-point engine cannot run a layer (fpgaas.kernels.engine.errors)
     ├── UnsafeModel             400  a model file would need code execution to load
     ├── BuildError              500  a builder stage failed (names the log)
@@ -58,8 +59,34 @@ class ArtifactError(FpgaasError):
     code = "artifact_error"
 
 
-class ArtifactIntegrityError(ArtifactError):
+class ArtifactUntrusted(ArtifactError):
+    """An artifact fpgaas will not open: `reason` is one of `UNTRUSTED_REASONS`."""
+
+    code = "artifact_untrusted"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Why an artifact is untrusted (ArtifactUntrusted.reason).
+UNTRUSTED_REASONS = (
+    "no_trusted_keys",  # the server trusts no key at all
+    "unsigned",  # no manifest.sig
+    "malformed_signature",  # manifest.sig is not the signature format
+    "unknown_key",  # signed by a key the server does not trust
+    "bad_signature",  # the signature does not match manifest.json
+    "hash_mismatch",  # a file differs from its sha256 in the signed manifest
+    "missing_file",  # a file the manifest lists is absent
+    "extra_file",  # a file the manifest does not list is present
+)
+
+
+class ArtifactIntegrityError(ArtifactUntrusted):
     code = "artifact_integrity"
+
+    def __init__(self, message: str, *, reason: str = "hash_mismatch") -> None:
+        super().__init__(message, reason=reason)
 
 
 class UnsafeModel(FpgaasError):

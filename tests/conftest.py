@@ -1,4 +1,5 @@
-"""Suite-wide set-up: QKeras needs Keras 2 (tf_keras), chosen before TensorFlow is imported."""
+"""Suite-wide set-up: QKeras needs Keras 2 (tf_keras), chosen before TensorFlow is imported; the
+session's artifacts are signed with a test key that the servers under test trust."""
 
 from __future__ import annotations
 
@@ -28,3 +29,8 @@ def pytest_configure() -> None:
                 f"({os.path.dirname(spec.origin)}): install hgq2 only in a separate Keras 3 venv, "
                 "then `pip uninstall hgq2 && pip install --force-reinstall --no-deps qkeras==0.9.0`"
             )
+
+
+from tests.fixtures.signing import install_test_keys  # noqa: E402  (after the TF variables)
+
+install_test_keys()

@@ -7,8 +7,6 @@ second 15 s build); a tampered copy has one byte of its emulation library change
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -18,9 +16,10 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
-from fpgaas.kernels.artifact import MANIFEST_NAME, Artifact, load_artifact, write_manifest
+from fpgaas.kernels.artifact import Artifact, load_artifact
 from fpgaas.service.app import create_app
 from fpgaas.service.settings import Settings
+from tests.fixtures.signing import reseal
 
 # The tiny model's widths (test modules repeat them: tests/ is not a package).
 N_INPUTS = 6
@@ -51,12 +50,9 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
 
 
 def install(artifact: Artifact, repository: Path, name: str, version: str) -> Path:
-    """Copy `artifact` into `<repository>/<name>/<version>`, re-sealed under that name and version."""
-    target = repository / name / version
-    shutil.copytree(artifact.path, target, ignore=shutil.ignore_patterns(MANIFEST_NAME))
-    manifest = dataclasses.replace(artifact.manifest, name=name, version=version, files={})
-    write_manifest(target, manifest)
-    return target
+    """Copy `artifact` into `<repository>/<name>/<version>`, re-sealed under that name and version
+    and re-signed with the session's test key (which the servers under test trust)."""
+    return reseal(artifact, repository / name / version, name=name, version=version)
 
 
 def tamper(artifact_dir: Path) -> None:

@@ -11,8 +11,6 @@ cards loses no request when one of them fails: the request is retried on the oth
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,9 +22,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from fpgaas.kernels.artifact import MANIFEST_NAME, Artifact, write_manifest
+from fpgaas.kernels.artifact import Artifact
 from fpgaas.service.devices.pynq_emulation import EmulatedCard, Fault, install_emulated_cards
 from fpgaas.service.settings import Settings
+from tests.fixtures.signing import reseal
 
 N_INPUTS = 6  # the tiny model of conftest.py: 6 inputs -> 2 outputs
 CARDS = 3
@@ -54,9 +53,7 @@ def two_models(tiny_artifact: Artifact, tmp_path_factory: pytest.TempPathFactory
     """`tiny` v1 and `other` v1: the same kernel sealed under two names."""
     repo = tmp_path_factory.mktemp("repo-pynq")
     for name in ("tiny", "other"):
-        target = repo / name / "1"
-        shutil.copytree(tiny_artifact.path, target, ignore=shutil.ignore_patterns(MANIFEST_NAME))
-        write_manifest(target, dataclasses.replace(tiny_artifact.manifest, name=name, version="1", files={}))
+        reseal(tiny_artifact, repo / name / "1", name=name, version="1")
     return repo
 
 

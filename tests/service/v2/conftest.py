@@ -5,8 +5,6 @@ its own process, serving `tiny` versions 1 and 2 (the session's built artifact, 
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -16,10 +14,11 @@ import pytest
 import pytest_asyncio
 from v2_live import LiveServer
 
-from fpgaas.kernels.artifact import MANIFEST_NAME, Artifact, write_manifest
+from fpgaas.kernels.artifact import Artifact
 from fpgaas.service.app import create_app
 from fpgaas.service.settings import Settings
 from tests.fixtures.servers import serving
+from tests.fixtures.signing import reseal
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +26,7 @@ def v2_repo(tiny_artifact: Artifact, tmp_path_factory: pytest.TempPathFactory) -
     """tiny v1 and v2 (the same kernel sealed twice)."""
     repo = tmp_path_factory.mktemp("repo-v2")
     for version in ("1", "2"):
-        target = repo / "tiny" / version
-        shutil.copytree(tiny_artifact.path, target, ignore=shutil.ignore_patterns(MANIFEST_NAME))
-        write_manifest(target, dataclasses.replace(tiny_artifact.manifest, version=version, files={}))
+        reseal(tiny_artifact, repo / "tiny" / version, name="tiny", version=version)
     return repo
 
 
