@@ -14,11 +14,7 @@ BIG = 3.5e38  # finite in float64, beyond float32's largest (3.4028235e38)
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int8, np.int64, np.uint16])
 def test_finite_rows_of_any_real_dtype_come_back_as_the_same_float32_values(dtype: type) -> None:
-    x = (
-        (np.arange(12).reshape(3, 4) - 5).astype(dtype)
-        if np.dtype(dtype).kind != "u"
-        else np.arange(12).reshape(3, 4).astype(dtype)
-    )
+    x = np.arange(12).reshape(3, 4).astype(dtype)
     batch = check_rows(x, 4)
     assert batch.dtype == np.float32 and batch.flags.c_contiguous
     np.testing.assert_array_equal(batch, x.astype(np.float32))
