@@ -11,7 +11,7 @@ MODEL_NAME ?= muon-pt
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: serve test install system-packages model lint bench clean
+.PHONY: serve test install system-packages model lint bench clean images
 
 serve: install model
 	$(BIN)/fpgaas serve --repository $(REPOSITORY) --host 127.0.0.1 --port $(PORT)
@@ -39,14 +39,23 @@ $(REPOSITORY)/$(MODEL_NAME)/1/manifest.json: $(MODEL) | install
 	$(BIN)/fpgaas build $(MODEL) --name $(MODEL_NAME) --version 1 --out $(REPOSITORY)/$(MODEL_NAME)/1
 
 lint: install
-	$(BIN)/ruff check service builder client kernels fpgaas tests benchmarks examples
-	$(BIN)/ruff format --check service builder client kernels fpgaas tests benchmarks examples
+	$(BIN)/ruff check service builder client kernels fpgaas tests benchmarks examples deploy docker
+	$(BIN)/ruff format --check service builder client kernels fpgaas tests benchmarks examples deploy docker
 	$(BIN)/mypy -p fpgaas
+	$(BIN)/mypy deploy docker/lock.py docker/smoke.py
 
 bench: install model
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_pynq_stages.py
 	$(BIN)/python benchmarks/bench_http.py
+
+# The server, builder and client images, built for real with buildah (chroot isolation) on a
+# debootstrap'd Debian base, then smoke-tested in their own rootfs; see docker/images.sh, docs/deploy.md.
+images: install model
+	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || { \
+		echo "installing buildah and debootstrap with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap; }
+	nice -n 19 bash docker/images.sh
 
 clean:
 	rm -rf $(VENV) $(REPOSITORY) .pytest_cache .mypy_cache .ruff_cache

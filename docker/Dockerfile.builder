@@ -1,20 +1,41 @@
-# fpgaas builder image: hls4ml + QKeras + g++ (the emulation library). v++ is not included:
-# mount a Vitis installation and put it on PATH to get a real xclbin.
-#   docker build -f docker/Dockerfile.builder -t fpgaas-builder:0.1.0 .
-#   docker run --rm -v $PWD:/work fpgaas-builder:0.1.0 build /work/models/muon-pt.h5 --name muon-pt --out /work/repo/muon-pt/1
-FROM python:3.11-slim
+# fpgaas builder worker: hls4ml + QKeras + TensorFlow, and g++/make for the emulation library
+# and hls4ml's C simulation. v++ is not in the image: on a Vitis host mount the installation at
+# /opt/Xilinx and put its bin on PATH (docker/compose.yaml shows how); without it builds say
+# `xclbin_status: "v++ not on PATH"` and record the v++ commands.
+#
+# Build from the repository root (see `make images`):
+#   buildah bud --isolation chroot --build-arg BASE_IMAGE=localhost/fpgaas-base:bookworm \
+#       -f docker/Dockerfile.builder -t localhost/fpgaas-builder:0.1.0 .
+# Runs as uid/gid 10001 with a read-only root filesystem; writable: /tmp (tmpfs, builds stage
+# there) and the artifact repository at /models.
+ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim
 
+FROM ${BASE_IMAGE} AS venv
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends g++ make \
+    && apt-get install -y --no-install-recommends python3=3.11.2-1+b1 python3-venv=3.11.2-1+b1 \
     && rm -rf /var/lib/apt/lists/*
+COPY docker/requirements/builder.txt /tmp/requirements.txt
+RUN --mount=type=bind,source=build/images/wheels,target=/wheels \
+    python3 -m venv /opt/fpgaas \
+    && /opt/fpgaas/bin/pip install --no-cache-dir --no-index --find-links /wheels \
+        -r /tmp/requirements.txt fpgaas==0.1.0
 
-WORKDIR /opt/fpgaas
-COPY pyproject.toml README.md ./
-COPY service service
-COPY kernels kernels
-COPY client client
-COPY fpgaas fpgaas
-COPY builder builder
-RUN pip install --no-cache-dir '.[builder]'
-ENV TF_USE_LEGACY_KERAS=1
-ENTRYPOINT ["fpgaas"]
+FROM ${BASE_IMAGE}
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3=3.11.2-1+b1 g++=4:12.2.0-3 make=4.3-4.1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 fpgaas \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin fpgaas \
+    && mkdir -p /models \
+    && chown 10001:10001 /models
+COPY --from=venv /opt/fpgaas /opt/fpgaas
+ENV PATH=/opt/fpgaas/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TF_USE_LEGACY_KERAS=1 \
+    TF_CPP_MIN_LOG_LEVEL=2
+USER 10001:10001
+WORKDIR /tmp
+ENTRYPOINT ["/opt/fpgaas/bin/fpgaas"]
+CMD ["--help"]

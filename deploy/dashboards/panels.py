@@ -1,0 +1,211 @@
+"""Every panel of the fpgaas dashboard, as data: what it shows, in which unit, from which PromQL.
+
+Queries use Grafana's `$__rate_interval` and the dashboard variable `$model` (a regex over the
+loaded models' names). Metric names are the server's (`fpgaas.service.metrics`,
+`fpgaas.service.statistics` for the Triton-named `nv_inference_*`); durations in seconds unless
+the name says `_us`. The real-Prometheus test runs every query here against a live server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+M = '{model=~"$model"}'  # the model filter every per-model query carries
+RATE = "$__rate_interval"
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    title: str
+    description: str
+    unit: str
+    queries: tuple[Query, ...]
+    kind: str = "timeseries"  # or "stat"
+    width: int = 12
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    title: str
+    panels: tuple[PanelSpec, ...]
+
+
+def quantiles(metric: str, by: str, label: str, qs: tuple[float, ...] = (0.5, 0.99)) -> tuple[Query, ...]:
+    """histogram_quantile of `metric`_bucket per `by`, one query per quantile."""
+    return tuple(
+        Query(
+            f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket{M}[{RATE}])))",
+            f"p{round(q * 100)} {label}",
+        )
+        for q in qs
+    )
+
+
+TRAFFIC = RowSpec(
+    "Traffic and latency",
+    (
+        PanelSpec(
+            "Request rate per model and route",
+            "HTTP requests answered per second, any status",
+            "reqps",
+            (
+                Query(
+                    f"sum by (model, route) (rate(fpgaas_request_duration_seconds_count{M}[{RATE}]))",
+                    "{{model}} {{route}}",
+                ),
+            ),
+        ),
+        PanelSpec(
+            "Request latency percentiles per model and route",
+            "wall time from the first byte received to the answer sent",
+            "s",
+            quantiles("fpgaas_request_duration_seconds", "model, route", "{{model}} {{route}}"),
+        ),
+        PanelSpec(
+            "Rows answered per second",
+            "samples (rows) through each model",
+            "rowsps",
+            (Query(f"sum by (model) (rate(fpgaas_rows_total{M}[{RATE}]))", "{{model}}"),),
+        ),
+        PanelSpec(
+            "Requests in flight",
+            "HTTP requests being served by each server",
+            "short",
+            (Query("sum by (instance) (fpgaas_inflight_requests)", "{{instance}}"),),
+        ),
+    ),
+)
+
+DEVICE = RowSpec(
+    "Device stages, queue and batches",
+    (
+        PanelSpec(
+            "Device stages: mean time per call",
+            "the paper's three stages of one device call: input transfer (host to card), kernel, "
+            "output transfer (card to host)",
+            "s",
+            (
+                Query(
+                    f"sum by (stage) (rate(fpgaas_device_stage_seconds_sum{M}[{RATE}]))"
+                    f" / sum by (stage) (rate(fpgaas_device_stage_seconds_count{M}[{RATE}]))",
+                    "{{stage}}",
+                ),
+            ),
+        ),
+        PanelSpec(
+            "Device stages: p99 per stage and card",
+            "99th percentile of each stage, per device",
+            "s",
+            quantiles("fpgaas_device_stage_seconds", "stage, device", "{{stage}} {{device}}", (0.99,)),
+        ),
+        PanelSpec(
+            "Queue wait percentiles",
+            "time a request waited in the batcher before its rows went to the device",
+            "s",
+            quantiles("fpgaas_queue_wait_seconds", "model", "{{model}}"),
+        ),
+        PanelSpec(
+            "Batch size",
+            "rows per device call: mean and 99th percentile",
+            "short",
+            (
+                Query(
+                    f"sum by (model) (rate(fpgaas_batch_size_sum{M}[{RATE}]))"
+                    f" / sum by (model) (rate(fpgaas_batch_size_count{M}[{RATE}]))",
+                    "mean {{model}}",
+                ),
+                *quantiles("fpgaas_batch_size", "model", "{{model}}", (0.99,)),
+            ),
+        ),
+        PanelSpec(
+            "Rows queued",
+            "rows accepted by the batcher and not yet answered, per model and device",
+            "short",
+            (Query(f"sum by (model, device) (fpgaas_queue_rows{M})", "{{model}} {{device}}"),),
+        ),
+    ),
+)
+
+ERRORS = RowSpec(
+    "Errors and load shedding",
+    (
+        PanelSpec(
+            "503 rate per model and route",
+            "answers with status 503 (overloaded, device failing, not ready) per second",
+            "reqps",
+            (
+                Query(
+                    "sum by (model, route) "
+                    f'(rate(fpgaas_request_duration_seconds_count{{model=~"$model", status="503"}}[{RATE}]))',
+                    "{{model}} {{route}}",
+                ),
+            ),
+        ),
+        PanelSpec(
+            "Error answers by code",
+            "4xx and 5xx answers per second, by the error code in their body",
+            "reqps",
+            (Query(f"sum by (model, code) (rate(fpgaas_errors_total{M}[{RATE}]))", "{{model}} {{code}}"),),
+        ),
+        PanelSpec(
+            "Error fraction",
+            "share of requests answered with a 5xx status",
+            "percentunit",
+            (
+                Query(
+                    "sum(rate(fpgaas_request_duration_seconds_count"
+                    f'{{model=~"$model", status=~"5.."}}[{RATE}]))'
+                    f" / sum(rate(fpgaas_request_duration_seconds_count{M}[{RATE}]))",
+                    "5xx / all",
+                ),
+            ),
+        ),
+        PanelSpec(
+            "Requests refused to protect the server",
+            "fast refusals (full queue, queue-time budget, oversized body) per second, by reason",
+            "reqps",
+            (
+                Query(
+                    f"sum by (model, reason) (rate(fpgaas_rejected_requests_total{M}[{RATE}]))",
+                    "{{model}} {{reason}}",
+                ),
+            ),
+        ),
+    ),
+)
+
+TRITON = RowSpec(
+    "Triton metrics (SONIC, SuperSONIC)",
+    (
+        PanelSpec(
+            "Queue time per execution (SuperSONIC's KEDA metric)",
+            "sum(rate(nv_inference_queue_duration_us)) / (sum(rate(nv_inference_exec_count)) * 1000): "
+            "ms of queueing per device execution, the quantity SuperSONIC autoscales on",
+            "ms",
+            (
+                Query(
+                    f"sum(rate(nv_inference_queue_duration_us{M}[{RATE}]))"
+                    f" / (sum(rate(nv_inference_exec_count{M}[{RATE}])) * 1000)",
+                    "queue ms per execution",
+                ),
+            ),
+        ),
+        PanelSpec(
+            "Inferences and executions per second",
+            "nv_inference_count (rows) and nv_inference_exec_count (device calls)",
+            "short",
+            (
+                Query(f"sum by (model) (rate(nv_inference_count{M}[{RATE}]))", "inferences {{model}}"),
+                Query(f"sum by (model) (rate(nv_inference_exec_count{M}[{RATE}]))", "executions {{model}}"),
+            ),
+        ),
+    ),
+)
+
+ROWS: tuple[RowSpec, ...] = (TRAFFIC, DEVICE, ERRORS, TRITON)
