@@ -180,6 +180,35 @@ ERRORS = RowSpec(
     ),
 )
 
+CARDS = RowSpec(
+    "Cards",
+    (
+        PanelSpec(
+            "Card health",
+            "1 while the card serves requests, 0 while it is out of service (the server keeps probing it)",
+            "short",
+            (Query("min by (instance, card) (fpgaas_card_healthy)", "{{instance}} {{card}}"),),
+        ),
+        PanelSpec(
+            "Card busy fraction",
+            "share of wall time each card spent running device calls",
+            "percentunit",
+            (
+                Query(
+                    f"sum by (instance, card) (rate(fpgaas_card_busy_seconds_total[{RATE}]))",
+                    "{{instance}} {{card}}",
+                ),
+            ),
+        ),
+        PanelSpec(
+            "Device calls in flight per card",
+            "calls running on each card now (several with overlapped buffers)",
+            "short",
+            (Query("sum by (instance, card) (fpgaas_card_calls_in_flight)", "{{instance}} {{card}}"),),
+        ),
+    ),
+)
+
 TRITON = RowSpec(
     "Triton metrics (SONIC, SuperSONIC)",
     (
@@ -208,4 +237,4 @@ TRITON = RowSpec(
     ),
 )
 
-ROWS: tuple[RowSpec, ...] = (TRAFFIC, DEVICE, ERRORS, TRITON)
+ROWS: tuple[RowSpec, ...] = (TRAFFIC, DEVICE, CARDS, ERRORS, TRITON)

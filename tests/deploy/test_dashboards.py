@@ -74,6 +74,8 @@ def test_every_spec_panel_is_in_the_json(board: dict[str, Any]) -> None:
         ("503 rate", 'status="503"'),
         ("error rate", "fpgaas_errors_total"),
         ("SuperSONIC's queue time", "sum(rate(nv_inference_queue_duration_us"),
+        ("each card's health", "fpgaas_card_healthy"),
+        ("each card's busy fraction", "rate(fpgaas_card_busy_seconds_total"),
     ],
 )
 def test_dashboard_answers_the_operators_questions(board: dict[str, Any], topic: str, needle: str) -> None:
