@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from fpgaas.service import card_metrics
 from fpgaas.service.api import predict, routers
 from fpgaas.service.api.asgi import Receive, Scope, Send
 from fpgaas.service.api.errors import install_error_handlers
@@ -76,9 +77,11 @@ def create_app(settings: Settings) -> FpgaasApp:
         )
         dataplane = DataPlane.start(registry, batch_policy(settings), metrics, settings.device_probe_s)
         app.state.dataplane = dataplane
+        cards = card_metrics.register(metrics.registry, dataplane)
         try:
             yield
         finally:
+            metrics.registry.unregister(cards)
             app.state.dataplane = None
             await dataplane.close()
             log.info("all accepted requests answered; kernels and devices closed")

@@ -72,6 +72,7 @@ class _Request:
     x: np.ndarray  # float32 (n, n_inputs)
     future: asyncio.Future[np.ndarray]
     enqueued: float  # loop.time()
+    admitted: float = 0.0  # perf_counter(): uvloop's loop.time() counts whole milliseconds
     out: np.ndarray | None = None  # float32 (n, n_outputs); a view of a call's output when it fits one
     sent: int = 0  # rows handed to the device
     answered: int = 0  # rows whose outputs are in `out`
@@ -173,6 +174,7 @@ class Batcher:
         self._unsent = 0  # rows in the queue not yet handed to the device
         self._accepted = 0  # rows accepted and not yet answered or failed: the bounded quantity
         self._busy = False  # a call is on the device
+        self._busy_s = 0.0  # wall seconds of every device call that returned (card busy time)
         self._hung = False  # that call is past its deadline: the device has not returned
         self._closing = False
         self._linger: asyncio.TimerHandle | None = None
@@ -191,6 +193,16 @@ class Batcher:
     def accepted_rows(self) -> int:
         """Rows accepted and not yet answered (the quantity bounded by `max_queue_rows`)."""
         return self._accepted
+
+    @property
+    def busy_seconds(self) -> float:
+        """Cumulative wall seconds of this replica's device calls that returned."""
+        return self._busy_s
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Device calls of this replica running now (0 or 1)."""
+        return int(self._busy)
 
     @property
     def available(self) -> bool:
@@ -236,7 +248,9 @@ class Batcher:
             raise DeviceTimeout(f"{self._device} has not returned from a call past its deadline")
         n = int(x.shape[0])
         self._admit(n)
-        request = _Request(x=x, future=self._loop.create_future(), enqueued=self._loop.time())
+        request = _Request(
+            x=x, future=self._loop.create_future(), enqueued=self._loop.time(), admitted=time.perf_counter()
+        )
         self._queue.append(request)
         self._unsent += n
         self._accepted += n
@@ -326,7 +340,7 @@ class Batcher:
             if start == 0:
                 self._metrics.queue_wait.observe(now - request.enqueued)
                 if self._stats is not None:
-                    self._stats.queued(now - request.enqueued)
+                    self._stats.queued(time.perf_counter() - request.admitted)
         if len(slices) == 1:
             request, start, end = slices[0]
             x = request.x[start:end]
@@ -396,6 +410,7 @@ class Batcher:
         else:
             assert call.stages is not None
             self._cost.add(int(call.x.shape[0]), call.seconds)
+            self._busy_s += call.seconds
             self._metrics.observe_stages(call.stages)
             if self._stats is not None:
                 self._record(call, call.stages, self._stats)

@@ -10,7 +10,12 @@
 2. answers every request on an accepted connection, with `Connection: close`, and closes idle
    connections (see `http_protocol` for the grace a connection between requests gets);
 3. runs the app's lifespan shutdown, which drains the batchers and closes kernels and devices;
-4. returns, and the process exits 0. uvicorn would re-raise the signal here, so a server that
+4. returns, and the process exits 0.
+
+The gRPC front end (`fpgaas.service.api.grpc.GrpcFront`, on `FPGAAS_GRPC_PORT`, 0 for none) runs
+in the same event loop on the same app state: it starts once the lifespan has loaded the models,
+and at step 1 it refuses new RPCs too; RPCs in progress get the same grace as HTTP requests
+and are answered before step 3. uvicorn would re-raise the signal here, so a server that
    had finished cleanly would die of it (exit status -15).
 """
 
@@ -33,6 +38,7 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.server import HANDLED_SIGNALS
 
+from fpgaas.service.api.grpc import GrpcFront
 from fpgaas.service.app import create_app
 from fpgaas.service.http_protocol import timed_protocol
 from fpgaas.service.settings import Settings
@@ -44,7 +50,14 @@ def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> Non
     """Serve on the listening `sockets` (closed at shutdown) or else on settings.host:port until
     SIGTERM or SIGINT; return once every accepted request is answered and the app is shut down."""
     logging.config.dictConfig(log_config(settings))
-    Server(uvicorn_config(settings, create_app(settings))).run(sockets=sockets)
+    app = create_app(settings)
+    grpc_front = None
+    if settings.grpc_port:
+        grpc_front = GrpcFront(settings, app.state, app.state.metrics, graceful_shutdown_s(settings))
+    server = Server(uvicorn_config(settings, app), grpc_front=grpc_front)
+    server.run(sockets=sockets)
+    if server.grpc_failed:
+        raise SystemExit(3)  # uvicorn's exit status for a failed startup
 
 
 def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
@@ -94,11 +107,29 @@ def log_config(settings: Settings) -> dict[str, Any]:
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server with the shutdown described in the module docstring."""
+    """uvicorn's server with the shutdown described in the module docstring, and the gRPC
+    front end beside it when one is given."""
+
+    def __init__(self, config: uvicorn.Config, grpc_front: GrpcFront | None = None) -> None:
+        super().__init__(config)
+        self.grpc_front = grpc_front
+        self.grpc_failed = False  # the gRPC port could not be bound: shut down, exit non-zero
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # the lifespan (models loaded), then the HTTP listeners
+        if self.grpc_front is not None and not self.should_exit:
+            try:
+                await self.grpc_front.start()
+            except RuntimeError as exc:  # the port is taken
+                log.error("the gRPC front end cannot start: %s", exc)
+                self.grpc_failed = self.should_exit = True
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         backlog = self._close_listeners(sockets or [])
         loop = asyncio.get_running_loop()
+        grpc_stopped = None
+        if self.grpc_front is not None:  # refuses new RPCs at once, as the listeners now do
+            grpc_stopped = loop.create_task(self.grpc_front.stop())
         for conn in backlog:
             try:
                 _, protocol = await loop.connect_accepted_socket(self._new_protocol, sock=conn)
@@ -108,6 +139,8 @@ class Server(uvicorn.Server):
             protocol.shutdown()  # type: ignore[attr-defined]  # before it can serve a request as keep-alive
         if backlog:
             log.info("shutting down: %d connection(s) taken from the listen backlog", len(backlog))
+        if grpc_stopped is not None:  # RPCs in progress are answered before the lifespan drains
+            await grpc_stopped
         await super().shutdown(sockets)  # closes what is closed already: a no-op
 
     def _close_listeners(self, sockets: list[socket.socket]) -> list[socket.socket]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DeviceKind = Literal["emulated", "pynq", "xrt"]
-ShadowPolicy = Literal["keep-serving", "drain"]
+DeviceKind = Literal["emulated", "pynq"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # model and device names
 
@@ -58,44 +57,6 @@ class Settings(BaseSettings):
         description="with device=pynq: indices in pynq.Device.devices to open (JSON, e.g. [0, 2]); "
         "default every card",
     )
-    xrt_emulated_cards: int = Field(
-        default=0,
-        ge=0,
-        le=16,
-        description="with device=xrt: use that many emulated cards through an emulated pyxrt "
-        "(no XRT needed) instead of XRT's own binding",
-    )
-    xrt_cards: list[int] | None = Field(
-        default=None, description="with device=xrt: card indices to open (JSON, e.g. [0, 2]); default every card"
-    )
-    xrt_compute_units: int = Field(
-        default=1, ge=1, le=64, description="with device=xrt: compute units the xclbins hold (v++ nk=fpgaas_kernel:N)"
-    )
-    xrt_buffer_sets: int = Field(
-        default=2, ge=1, le=64, description="with device=xrt: buffer sets per compute unit (runs in flight per CU)"
-    )
-    xrt_run_rows: int | None = Field(
-        default=None,
-        ge=1,
-        description="with device=xrt: rows per kernel run; default max_batch / (compute units x buffer sets)",
-    )
-    shadow_fraction: float = Field(
-        default=0.01,
-        ge=0.0,
-        le=1.0,
-        description="fraction of device calls recomputed on the CPU twin off the hot path (0: off)",
-    )
-    shadow_cpu_budget: float = Field(
-        default=0.25,
-        gt=0.0,
-        le=64.0,
-        description="CPU-seconds per second the shadow check may use; calls beyond it are dropped, never waited for",
-    )
-    shadow_mismatch_policy: ShadowPolicy = Field(
-        default="keep-serving",
-        description="after a shadow mismatch: keep-serving (the card is marked suspect) or drain (no new requests)",
-    )
-    shadow_seed: int = Field(default=0, ge=0, description="seed of the shadow sampling (reproducible choices)")
     # Device names are only known once the devices are open, so the registry checks them.
     placement: dict[str, list[str]] = Field(
         default_factory=dict,
@@ -171,12 +132,6 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1024, description="largest model upload, bytes (413 beyond)"
     )
-    # NoDecode: the variable is a PATH-like list (a:b), not JSON.
-    trusted_keys: Annotated[list[Path] | None, NoDecode] = Field(
-        default=None,
-        description="ed25519 public keys (PEM files, or directories of *.pub files), separated by ':', "
-        "whose artifact signatures the server accepts; unset: <state_dir>/keys, the embedded default",
-    )
     repository_poll_s: float = Field(
         default=1.0,
         gt=0,
@@ -222,20 +177,6 @@ class Settings(BaseSettings):
                 "set FPGAAS_ADMIN_TOKEN (or bind 127.0.0.1)"
             )
         return self
-
-    @field_validator("trusted_keys", mode="before")
-    @classmethod
-    def _split_key_paths(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part for part in value.split(":") if part.strip()]
-        return value
-
-    def trusted_key_paths(self) -> list[Path]:
-        """Where the trusted public keys are: FPGAAS_TRUSTED_KEYS, else <state_dir>/keys if it exists."""
-        if self.trusted_keys is not None:
-            return list(self.trusted_keys)
-        embedded = self.state_dir / "keys"
-        return [embedded] if embedded.is_dir() else []
 
     @field_validator("log_level", mode="before")
     @classmethod

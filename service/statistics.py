@@ -116,39 +116,6 @@ class ModelStatistics:
         self.compute_infer.add(stages.kernel_s, n)
         self.compute_output.add(stages.from_device_s, n)
 
-    def as_triton_json(self) -> dict[str, object]:
-        """Triton's JSON statistics of this version (`model_stats[i]` of the stats route)."""
-
-        def d(x: Duration) -> dict[str, int]:
-            return {"count": x.count, "ns": x.ns}
-
-        return {
-            "name": self.name,
-            "version": self.version,
-            "last_inference": self.last_inference_ms,
-            "inference_count": self.inference_count,
-            "execution_count": self.execution_count,
-            "inference_stats": {
-                "success": d(self.success),
-                "fail": d(self.fail),
-                "queue": d(self.queue),
-                "compute_input": d(self.compute_input),
-                "compute_infer": d(self.compute_infer),
-                "compute_output": d(self.compute_output),
-                "cache_hit": d(Duration()),
-                "cache_miss": d(Duration()),
-            },
-            "batch_stats": [
-                {
-                    "batch_size": b.batch_size,
-                    "compute_input": d(b.compute_input),
-                    "compute_infer": d(b.compute_infer),
-                    "compute_output": d(b.compute_output),
-                }
-                for _, b in sorted(self.batches.items())
-            ],
-        }
-
 
 # (metric name, help, value of a ModelStatistics): Triton's families, in Triton's order.
 _FAMILIES: tuple[tuple[str, str, str], ...] = (

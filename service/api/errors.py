@@ -10,7 +10,9 @@ field, headers):
 
 Two renderers: `fpgaas_body` for the fpgaas routes, `{"error": {"code", "message", "field"}}`,
 and `v2_body` for the Open Inference Protocol, `{"error": "<field>: <message>"}`. The path
-decides which (`renderer_for`). `count` records the answer in the metrics: every error by code,
+decides which (`renderer_for`). gRPC (`fpgaas.service.api.grpc`) renders the same answer with
+`grpc_status`: a status code, the v2 message, and trailing metadata (`retry-after` and a
+google.rpc RetryInfo for overload). `count` records the answer in the metrics: every error by code,
 and refusals that protect the server (413, 503 overloaded / not ready) apart. The same
 functions serve the hot routes (`fpgaas.service.api.front`) and FastAPI's exception handlers.
 """
@@ -23,10 +25,13 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import grpc
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fpgaas.kernels.errors import FpgaasError, NotReady, Overloaded, PayloadTooLarge
@@ -77,9 +82,58 @@ def fpgaas_body(answer: ErrorAnswer) -> bytes:
 
 
 def v2_body(answer: ErrorAnswer) -> bytes:
-    # The protocol's error is one string; the offending field, when known, leads it.
-    message = answer.message if answer.field is None else f"{answer.field}: {answer.message}"
-    return orjson.dumps({"error": message})
+    return orjson.dumps({"error": v2_message(answer)})
+
+
+def v2_message(answer: ErrorAnswer) -> str:
+    """The protocol's one-string error: the offending field, when known, leads it."""
+    return answer.message if answer.field is None else f"{answer.field}: {answer.message}"
+
+
+# HTTP status -> gRPC status code name (grpc.StatusCode member); codes first, then statuses.
+_GRPC_BY_CODE = {"device_timeout": "DEADLINE_EXCEEDED", "not_implemented": "UNIMPLEMENTED"}
+_GRPC_BY_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    409: "ALREADY_EXISTS",
+    413: "RESOURCE_EXHAUSTED",  # what grpc itself answers to a message over the size limit
+    415: "INVALID_ARGUMENT",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+@dataclass(frozen=True)
+class GrpcStatus:
+    """An error answer as gRPC sends it: `code` names a `grpc.StatusCode` member."""
+
+    code: str
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def grpc_status(answer: ErrorAnswer) -> GrpcStatus:
+    """The gRPC rendering of `answer`. Overload carries `retry-after` (seconds) and, in
+    `grpc-status-details-bin`, a google.rpc.Status with a RetryInfo, which gRPC retry policies
+    and google-style clients read; every error carries `fpgaas-code` (and `fpgaas-field`)."""
+    code = _GRPC_BY_CODE.get(answer.code) or _GRPC_BY_STATUS.get(answer.status, "INTERNAL")
+    metadata: list[tuple[str, str | bytes]] = [("fpgaas-code", answer.code)]
+    if answer.field is not None:
+        metadata.append(("fpgaas-field", answer.field))
+    retry_after = answer.headers.get("Retry-After")
+    if retry_after is not None:
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(retry_after))))
+        status = status_pb2.Status(
+            code=grpc.StatusCode[code].value[0], message=v2_message(answer), details=[detail]
+        )
+        metadata.append(("retry-after", retry_after))
+        metadata.append(("grpc-status-details-bin", status.SerializeToString()))
+    return GrpcStatus(code, v2_message(answer), tuple(metadata))
 
 
 Renderer = Callable[[ErrorAnswer], bytes]

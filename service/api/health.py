@@ -1,4 +1,8 @@
-"""Probes and metrics: `GET /healthz`, `GET /readyz`, `GET /metrics`."""
+"""Probes and metrics: `GET /healthz`, `GET /readyz`, `GET /metrics`.
+
+`/metrics` is the app's registry (fpgaas_* and the card gauges) followed by Triton's
+`nv_inference_*` counters (`fpgaas.service.statistics`), which prometheus_client cannot name.
+"""
 
 from __future__ import annotations
 
@@ -31,5 +35,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics of this server", response_class=Response)
-async def metrics(m: MetricsDep) -> Response:
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request, m: MetricsDep) -> Response:
+    dataplane: DataPlane | None = getattr(request.app.state, "dataplane", None)
+    triton = b"" if dataplane is None else dataplane.statistics.exposition()
+    return Response(generate_latest(m.registry) + triton, media_type=CONTENT_TYPE_LATEST)

@@ -1,8 +1,8 @@
 """The protocol's metadata objects, built from the dataplane's `ModelMetadata`.
 
 `server_metadata` is $metadata_server_response, `model_metadata` $metadata_model_response
-(every tensor with its batch axis, -1), and `model_config` the minimal Triton model
-configuration that tritonclient's `get_model_config` and perf_analyzer read.
+(every tensor with its batch axis, -1). Triton's model configuration is a protobuf message shared
+with gRPC: `fpgaas.service.api.grpc.config`.
 """
 
 from __future__ import annotations
@@ -46,30 +46,6 @@ def model_metadata(model: ModelMetadata) -> dict[str, Any]:
         "platform": platform(model),
         "inputs": [_tensor(t) for t in model.inputs],
         "outputs": [_tensor(t) for t in model.outputs],
-    }
-
-
-def _config_tensor(t: TensorMetadata) -> dict[str, Any]:
-    # Triton's configuration lists per-sample dims; max_batch_size adds the batch axis.
-    return {"name": t.name, "data_type": f"TYPE_{protocol_datatype(t)}", "dims": list(t.shape)}
-
-
-def model_config(model: ModelMetadata) -> dict[str, Any]:
-    return {
-        "name": model.name,
-        "platform": platform(model),
-        "backend": BACKEND,
-        "max_batch_size": model.max_batch,
-        "input": [_config_tensor(t) for t in model.inputs],
-        "output": [_config_tensor(t) for t in model.outputs],
-        # The batcher merges concurrent requests (see service.batching).
-        "dynamic_batching": {},
-        "version_policy": {"specific": {"versions": [int(v) for v in model.versions if v.isdigit()]}},
-        "parameters": {
-            "device": {"string_value": model.device.name},
-            "part": {"string_value": model.part},
-            "xclbin_status": {"string_value": model.xclbin_status},
-        },
     }
 
 

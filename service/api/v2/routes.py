@@ -4,11 +4,14 @@
     GET  /v2/health/live | /v2/health/ready               200, or 400 when not ready (empty body)
     GET  /v2/models/{name}[/versions/{v}]                 model metadata
     GET  /v2/models/{name}[/versions/{v}]/ready           200, or 400 when not ready
-    GET  /v2/models/{name}[/versions/{v}]/config          Triton's model configuration (minimal)
+    GET  /v2/models/{name}[/versions/{v}]/config          Triton's model configuration
+    GET  /v2/models/{name}[/versions/{v}]/stats           Triton's statistics (every loaded version
+                                                          of the model when no version is named)
     POST /v2/repository/index                             Triton's list of models
 
 Inference (`POST .../infer`) is a hot route served before FastAPI (`fpgaas.service.api.v2.infer`).
-Errors are `{"error": "..."}`: `fpgaas.service.api.errors` renders every error under `/v2` in
+Configuration and statistics are the gRPC messages (`fpgaas.service.api.grpc.config`) written
+as Triton's JSON, so both protocols answer the same. Errors are `{"error": "..."}`: `fpgaas.service.api.errors` renders every error under `/v2` in
 the protocol's form, an unknown `/v2` path included (404).
 """
 
@@ -17,7 +20,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from fpgaas.service.api.deps import DataPlaneDep
+from fpgaas.service.api.deps import DataPlaneDep, SettingsDep
+from fpgaas.service.api.grpc import config
+from fpgaas.service.api.grpc.servicer import statistics_of
 from fpgaas.service.api.v2 import metadata
 from fpgaas.service.dataplane import DataPlane, ModelMetadata
 
@@ -67,9 +72,18 @@ async def _model_ready(
 
 
 async def _model_config(
+    request: Request, dataplane: DataPlaneDep, settings: SettingsDep, name: str, version: str | None = None
+) -> JSONResponse:
+    model = _model(request, dataplane, name, version)
+    return JSONResponse(config.as_json(config.model_config(model, settings.max_delay_us)))
+
+
+async def _model_stats(
     request: Request, dataplane: DataPlaneDep, name: str, version: str | None = None
 ) -> JSONResponse:
-    return JSONResponse(metadata.model_config(_model(request, dataplane, name, version)))
+    stats = statistics_of(dataplane, name, version)
+    request.state.model = stats[0].name
+    return JSONResponse({"model_stats": [config.as_json(config.model_statistics(s)) for s in stats]})
 
 
 for _path in _paths(""):
@@ -80,6 +94,8 @@ for _path in _paths("/ready"):
     )
 for _path in _paths("/config"):
     router.add_api_route(_path, _model_config, methods=["GET"], summary="Triton model configuration")
+for _path in _paths("/stats"):
+    router.add_api_route(_path, _model_stats, methods=["GET"], summary="Triton model statistics")
 
 
 @router.post("/repository/index", summary="Every loaded model version (Triton's repository index)")
