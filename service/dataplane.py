@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -374,8 +375,13 @@ def _handle(m: LoadedModel, replicas: tuple[_Replica, ...]) -> ModelHandle:
 def _least_loaded(replicas: Sequence[_Replica]) -> _Replica:
     """The healthy replica with the fewest rows waiting (the first on ties); if none is healthy,
     the least loaded of all, whose call lets its device attempt recovery."""
+    if len(replicas) == 1:  # the common case: nothing to choose
+        return replicas[0]
     healthy = [r for r in replicas if r.healthy]
     return min(healthy or replicas, key=lambda r: r.batcher.accepted_rows)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def check_rows(x: np.ndarray, n_inputs: int) -> np.ndarray:
@@ -389,10 +395,22 @@ def check_rows(x: np.ndarray, n_inputs: int) -> np.ndarray:
         raise BadInput("inputs hold no samples: send at least one row", field="inputs")
     if x.shape[1] != n_inputs:
         raise BadInput(f"each row needs {n_inputs} values, got {x.shape[1]}", field="inputs")
-    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf, reported below
-        batch = np.ascontiguousarray(x, dtype=np.float32)
-    finite = np.isfinite(batch)
-    if not finite.all():
+    if x.dtype == np.float32:
+        batch = np.ascontiguousarray(x)
+        # One float64 sum proves every value finite: float32 values cannot overflow it.
+        proven = math.isfinite(np.add.reduce(batch, axis=None, dtype=np.float64))
+    elif x.dtype.kind in "iu":  # every 64-bit integer is a finite float32
+        batch, proven = np.ascontiguousarray(x, dtype=np.float32), True
+    else:
+        # Values within float32's range (NaN fails both tests) cast to finite float32 values.
+        proven = bool(np.min(x) >= -_FLOAT32_MAX and np.max(x) <= _FLOAT32_MAX)
+        if proven:
+            batch = np.ascontiguousarray(x, dtype=np.float32)
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # out of range: inf, reported below
+                batch = np.ascontiguousarray(x, dtype=np.float32)
+    if not proven:
+        finite = np.isfinite(batch)
         row, col = (int(i) for i in np.argwhere(~finite)[0])
         raise BadInput(
             f"inputs[{row}][{col}] is {float(x[row, col])!r}: values must be finite and fit in float32",

@@ -9,12 +9,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DeviceKind = Literal["emulated", "pynq"]
+DeviceKind = Literal["emulated", "pynq", "xrt"]
+ShadowPolicy = Literal["keep-serving", "drain"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # model and device names
 
@@ -45,6 +46,13 @@ class Settings(BaseSettings):
         description="TCP port of the gRPC front end (KServe v2 / Triton, what SONIC speaks), on the "
         "same host; 0: no gRPC",
     )
+    grpc_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="TCP port of the gRPC front end (KServe v2 / Triton, what SONIC speaks), on the "
+        "same host; 0: no gRPC",
+    )
     device: DeviceKind = Field(default="emulated", description="which Device implementation runs the kernels")
     pynq_emulated_cards: int = Field(
         default=0,
@@ -57,6 +65,44 @@ class Settings(BaseSettings):
         description="with device=pynq: indices in pynq.Device.devices to open (JSON, e.g. [0, 2]); "
         "default every card",
     )
+    xrt_emulated_cards: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="with device=xrt: use that many emulated cards through an emulated pyxrt "
+        "(no XRT needed) instead of XRT's own binding",
+    )
+    xrt_cards: list[int] | None = Field(
+        default=None, description="with device=xrt: card indices to open (JSON, e.g. [0, 2]); default every card"
+    )
+    xrt_compute_units: int = Field(
+        default=1, ge=1, le=64, description="with device=xrt: compute units the xclbins hold (v++ nk=fpgaas_kernel:N)"
+    )
+    xrt_buffer_sets: int = Field(
+        default=2, ge=1, le=64, description="with device=xrt: buffer sets per compute unit (runs in flight per CU)"
+    )
+    xrt_run_rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="with device=xrt: rows per kernel run; default max_batch / (compute units x buffer sets)",
+    )
+    shadow_fraction: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="fraction of device calls recomputed on the CPU twin off the hot path (0: off)",
+    )
+    shadow_cpu_budget: float = Field(
+        default=0.25,
+        gt=0.0,
+        le=64.0,
+        description="CPU-seconds per second the shadow check may use; calls beyond it are dropped, never waited for",
+    )
+    shadow_mismatch_policy: ShadowPolicy = Field(
+        default="keep-serving",
+        description="after a shadow mismatch: keep-serving (the card is marked suspect) or drain (no new requests)",
+    )
+    shadow_seed: int = Field(default=0, ge=0, description="seed of the shadow sampling (reproducible choices)")
     # Device names are only known once the devices are open, so the registry checks them.
     placement: dict[str, list[str]] = Field(
         default_factory=dict,
@@ -132,6 +178,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1024, description="largest model upload, bytes (413 beyond)"
     )
+    # NoDecode: the variable is a PATH-like list (a:b), not JSON.
+    trusted_keys: Annotated[list[Path] | None, NoDecode] = Field(
+        default=None,
+        description="ed25519 public keys (PEM files, or directories of *.pub files), separated by ':', "
+        "whose artifact signatures the server accepts; unset: <state_dir>/keys, the embedded default",
+    )
     repository_poll_s: float = Field(
         default=1.0,
         gt=0,
@@ -177,6 +229,20 @@ class Settings(BaseSettings):
                 "set FPGAAS_ADMIN_TOKEN (or bind 127.0.0.1)"
             )
         return self
+
+    @field_validator("trusted_keys", mode="before")
+    @classmethod
+    def _split_key_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.split(":") if part.strip()]
+        return value
+
+    def trusted_key_paths(self) -> list[Path]:
+        """Where the trusted public keys are: FPGAAS_TRUSTED_KEYS, else <state_dir>/keys if it exists."""
+        if self.trusted_keys is not None:
+            return list(self.trusted_keys)
+        embedded = self.state_dir / "keys"
+        return [embedded] if embedded.is_dir() else []
 
     @field_validator("log_level", mode="before")
     @classmethod
