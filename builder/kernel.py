@@ -13,6 +13,8 @@ from pathlib import Path
 from string import Template
 from typing import Any, Final
 
+from fpgaas.builder.connectivity import DDR_BANKS
+from fpgaas.builder.connectivity import connectivity_config as _connectivity_config
 from fpgaas.kernels.artifact import TensorSpec
 from fpgaas.kernels.errors import BadInput
 
@@ -42,8 +44,9 @@ def tensor_spec(variable: Any) -> TensorSpec:
     )
 
 
-def write_kernel(graph: Any, hls_dir: Path) -> KernelSource:
-    """Fill the template from the converted `graph` into `hls_dir`/fpgaas_kernel.cpp (+ .cfg)."""
+def write_kernel(graph: Any, hls_dir: Path, compute_units: int = 1) -> KernelSource:
+    """Fill the template from the converted `graph` into `hls_dir`/fpgaas_kernel.cpp (+ .cfg for
+    `compute_units` instances, see `fpgaas.builder.connectivity`)."""
     inputs = graph.get_input_variables()
     outputs = graph.get_output_variables()
     if len(inputs) != 1 or len(outputs) != 1:
@@ -68,16 +71,10 @@ def write_kernel(graph: Any, hls_dir: Path) -> KernelSource:
         )
     )
     connectivity = hls_dir / CONNECTIVITY_FILE
-    connectivity.write_text(connectivity_config())
+    connectivity.write_text(connectivity_config(compute_units))
     return KernelSource(source=source, connectivity=connectivity, input=x, output=y)
 
 
-def connectivity_config() -> str:
-    """The v++ link config: one kernel instance, x and y in separate DDR banks."""
-    return (
-        "# v++ --link config for the fpgaas kernel (one compute unit, inputs and outputs in separate banks)\n"
-        "[connectivity]\n"
-        f"nk={KERNEL_NAME}:1:{KERNEL_NAME}_1\n"
-        f"sp={KERNEL_NAME}_1.x:DDR[0]\n"
-        f"sp={KERNEL_NAME}_1.y:DDR[1]\n"
-    )
+def connectivity_config(compute_units: int = 1) -> str:
+    """The v++ link config: `compute_units` kernel instances, x and y in separate DDR banks."""
+    return _connectivity_config(KERNEL_NAME, compute_units, DDR_BANKS)

@@ -60,12 +60,20 @@ def test_no_source_imports_a_bare_top_level_name() -> None:
     assert offenders == []
 
 
-def test_the_emulated_pynq_card_is_loaded_only_when_asked_for() -> None:
+@pytest.mark.parametrize(
+    ("device", "emulation"),
+    [
+        ("fpgaas.service.devices.pynq", "fpgaas.service.devices.pynq_emulation"),
+        ("fpgaas.service.devices.xrt", "fpgaas.service.devices.xrt_emulation"),
+    ],
+    ids=["pynq", "xrt"],
+)
+def test_the_emulated_card_is_loaded_only_when_asked_for(device: str, emulation: str) -> None:
     probe = (
         "import sys\n"
         "from fpgaas.service.app import create_app\n"
-        "import fpgaas.service.devices.pynq\n"
-        "print('fpgaas.service.devices.pynq_emulation' in sys.modules)\n"
+        f"import {device}\n"
+        f"print({emulation!r} in sys.modules)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False, cwd="/"

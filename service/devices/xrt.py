@@ -1,0 +1,376 @@
+"""`PyxrtDevice`: a kernel resident on one AMD/Xilinx card through XRT's own Python binding, `pyxrt`.
+
+PYNQ 3.0.1 drives cards through XRT's legacy C API, which XRT 2.17+ no longer offers; `pyxrt`
+(XRT's pybind11 module) is the supported way. The calls are XRT's documented ones:
+`pyxrt.device(i)`, `pyxrt.xclbin(path)` + `device.load_xclbin`, one `pyxrt.kernel(device, uuid,
+"fpgaas_kernel:{fpgaas_kernel_<c>}", pyxrt.kernel.shared)` per compute unit, `pyxrt.bo(device,
+bytes, pyxrt.bo.normal, kernel.group_id(arg))`, `bo.sync(XCL_BO_SYNC_BO_TO_DEVICE /
+FROM_DEVICE, bytes, 0)` and one reusable `pyxrt.run` per buffer set (`set_arg`, `start`, `state`).
+
+Overlap. The card has N compute units (`nk=fpgaas_kernel:N` in the builder's v++ config) and
+the kernel keeps k buffer sets (an input and an output bo of `run_rows` rows, with their run
+object) per CU, N x k in all. One `run_into` call of n rows is cut into runs of at most
+`run_rows` rows, dealt round-robin over the buffer sets (CU c gets sets c, c+N, ...): the input
+of run i+1 is encoded and synced while runs i, i-1, ... execute on the CUs, and the output of
+run i-N*k+1 is synced back while later runs execute; up to N x k runs are in flight. A set is
+reused only after its previous run has been waited for and its output read back, and each run's
+rows go back to their own place in `out`, so every caller's rows stay its own and in order. The
+pipeline lives in the device (not in several batcher calls in flight) so that the batcher's
+rules (one call per replica, a deadline per call, a failed call fails exactly its requests)
+hold unchanged; a call therefore fills and drains the pipeline (see
+docs/benchmarks/card_pipeline.md for what that costs).
+
+Syncs and waits are issued from the calling thread only: pyxrt's `sync` and `run.wait` hold the
+GIL while XRT blocks (pyxrt.cpp has no `gil_scoped_release` for them), so a second Python
+thread would not overlap the two DMA directions anyway, and a blocking `wait` would stall the
+server's event loop. Waiting is therefore `run.state()` polled with short sleeps, against
+the kernel deadline.
+
+Faults, as on `PynqDevice`: a run that does not finish by the deadline (DeviceTimeout), a
+failed sync, a run that ends in error (DeviceError) fail the call (503), mark the device
+unhealthy, and reload the xclbin (which aborts what is still in flight) and reallocate before
+the call returns; if the reload fails the device stays unhealthy and every later call tries
+again. A card holds one xclbin at a time, so a `PyxrtDevice` holds one artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from fpgaas.kernels.artifact import Artifact
+from fpgaas.kernels.errors import DeviceError, DeviceTimeout
+from fpgaas.kernels.xclbin import EMULATION_XCLBIN
+from fpgaas.service.devices.base import DeviceInfo, KernelRunMixin, StageTimes
+
+_FLOAT = np.dtype(np.float32)
+
+
+@dataclass(frozen=True)
+class XrtOptions:
+    """Tunables of a pyxrt device. Times in seconds."""
+
+    kernel_timeout_s: float = 1.0
+    reload_attempts: int = 3
+    reload_backoff_s: float = 0.05
+    compute_units: int = 1  # N: CUs the xclbin was linked with (nk=fpgaas_kernel:N)
+    buffer_sets: int = 2  # k: buffer sets per CU
+    run_rows: int | None = None  # rows per kernel run; None: max_batch / (N * k), rounded up
+    poll_s: float = 20e-6  # sleep between run.state() polls
+
+
+@dataclass
+class _Slot:
+    """One buffer set: its CU's kernel, input/output bos, host views of them, a reusable run."""
+
+    x_bo: Any
+    y_bo: Any
+    x_host: np.ndarray  # float32 (run_rows, n_in) over x_bo.map()
+    y_host: np.ndarray
+    run: Any
+
+
+class XrtKernel(KernelRunMixin):
+    """An artifact's kernel resident on one card, N x k buffer sets of `run_rows` rows.
+
+    Lifetime: from `PyxrtDevice.load` to `close`. `run_into` may be called from any thread;
+    calls are serialized (each pipelines internally, see the module docstring)."""
+
+    def __init__(self, device: PyxrtDevice, artifact: Artifact, xclbin: str, max_batch: int) -> None:
+        opts = device.options
+        self._device = device
+        self._pyxrt = device.pyxrt
+        self._artifact = artifact
+        self._xclbin = xclbin
+        self._max_batch = max_batch
+        self._n_in = artifact.manifest.inputs[0].width
+        self._n_out = self.n_outputs = artifact.manifest.outputs[0].width
+        sets = opts.compute_units * opts.buffer_sets
+        self.run_rows = opts.run_rows or -(-max_batch // sets)
+        self._lock = threading.Lock()
+        self._handle: Any = None  # pyxrt.device
+        self._slots: list[_Slot] = []
+        self._ready = False
+        self._closed = False
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    @property
+    def artifact(self) -> Artifact:
+        return self._artifact
+
+    @property
+    def buffer_sets(self) -> int:
+        return len(self._slots)
+
+    def run_into(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
+        """x: float32 (n, n_inputs), n <= max_batch -> float32 (n, n_outputs) into `out`.
+
+        Stage times are summed over the call's runs: input = encode + sync to the card,
+        output = sync back + decode, kernel = the rest of the call's wall time (waiting for
+        CUs: the part of kernel time not hidden behind transfers). They add up to the wall time.
+        Raises DeviceTimeout / DeviceError when the card fails; by then it has been reloaded."""
+        if x.ndim != 2 or x.shape[1] != self._n_in or x.shape[0] > self._max_batch:
+            raise DeviceError(
+                f"{self._device.name}: takes float32 (n <= {self._max_batch}, {self._n_in}), "
+                f"got {x.dtype} {x.shape}"
+            )
+        if out.shape != (x.shape[0], self._n_out):
+            raise DeviceError(f"{self._device.name}: output buffer {out.shape} for {x.shape[0]} rows")
+        with self._lock:
+            if self._closed:
+                raise DeviceError(f"{self._device.name}: the kernel of {self._label} was unloaded")
+            if not self._ready:
+                self._recover("the previous reload failed")
+            return self._pipeline(x, out)
+
+    def _pipeline(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
+        pyxrt = self._pyxrt
+        to_card = pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE
+        n, rows, slots = x.shape[0], self.run_rows, self._slots
+        in_flight: deque[tuple[_Slot, int, int, float]] = deque()  # slot, first row, end row, started
+        t_in = t_out = 0.0
+        t0 = time.perf_counter()
+        for i, first in enumerate(range(0, n, rows)):
+            slot = slots[i % len(slots)]
+            if len(in_flight) == len(slots):  # round-robin: the oldest run holds this set
+                t_out += self._finish(*in_flight.popleft(), out)
+            end = min(n, first + rows)
+            k = end - first
+            ti = time.perf_counter()
+            np.copyto(slot.x_host[:k], x[first:end], casting="same_kind")
+            self._guard("DMA sync to the device failed", slot.x_bo.sync, to_card, k * self._n_in * 4, 0)
+            slot.run.set_arg(2, k)
+            self._guard("kernel start failed", slot.run.start)
+            started = time.perf_counter()
+            t_in += started - ti
+            in_flight.append((slot, first, end, started))
+        while in_flight:
+            t_out += self._finish(*in_flight.popleft(), out)
+        wall = time.perf_counter() - t0
+        return StageTimes(to_device_s=t_in, kernel_s=max(0.0, wall - t_in - t_out), from_device_s=t_out)
+
+    def _finish(self, slot: _Slot, first: int, end: int, started: float, out: np.ndarray) -> float:
+        """Wait for a run, sync its rows back into `out[first:end]`; the seconds of the output stage."""
+        self._wait(slot.run, started)
+        t = time.perf_counter()
+        k = end - first
+        from_card = self._pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE
+        self._guard("DMA sync from the device failed", slot.y_bo.sync, from_card, k * self._n_out * 4, 0)
+        np.copyto(out[first:end], slot.y_host[:k], casting="same_kind")
+        return time.perf_counter() - t
+
+    def _wait(self, run: Any, started: float) -> None:
+        states = self._pyxrt.ert_cmd_state
+        completed = states.ERT_CMD_STATE_COMPLETED
+        running = (
+            states.ERT_CMD_STATE_NEW,
+            states.ERT_CMD_STATE_QUEUED,
+            states.ERT_CMD_STATE_RUNNING,
+            states.ERT_CMD_STATE_SUBMITTED,
+        )
+        timeout = self._device.options.kernel_timeout_s
+        poll = self._device.options.poll_s
+        while True:
+            state = run.state()
+            if state == completed:
+                return
+            if state not in running:
+                self._fail(DeviceError(f"{self._device.name}: kernel execution failed: {state.name}"), None)
+            if time.perf_counter() - started > timeout:
+                self._fail(
+                    DeviceTimeout(f"{self._device.name}: kernel did not finish within {timeout} s"), None
+                )
+            time.sleep(poll)
+
+    def _guard(self, what: str, step: Any, *args: Any) -> Any:
+        try:
+            return step(*args)
+        except Exception as exc:
+            self._fail(DeviceError(f"{self._device.name}: {what}: {exc}"), exc)
+
+    def _fail(self, error: DeviceError, cause: BaseException | None) -> None:
+        """Mark the card unhealthy, reload it (aborting what is in flight), raise `error`."""
+        self._device.mark(healthy=False, detail=error.message)
+        with contextlib.suppress(DeviceError):  # if the reload fails the next call retries it
+            self._recover(error.message)
+        raise error from cause
+
+    def open(self) -> None:
+        """Load the xclbin and allocate the buffer sets, retrying as configured."""
+        with self._lock:
+            self._recover(None)
+
+    def _recover(self, reason: str | None) -> None:
+        opts = self._device.options
+        last: Exception | None = None
+        for attempt in range(max(1, opts.reload_attempts)):
+            if attempt:
+                time.sleep(opts.reload_backoff_s * attempt)
+            try:
+                self._release()
+                self._acquire()
+            except Exception as exc:
+                last = exc
+                continue
+            detail = f"holds {self._label} on {len(self._slots)} buffer sets" + (
+                f"; reloaded after: {reason}" if reason else ""
+            )
+            self._device.mark(healthy=True, detail=detail)
+            return
+        self._release()
+        message = f"{self._device.name}: xclbin failed to load ({reason or 'initial load'}): {last}"
+        self._device.mark(healthy=False, detail=message)
+        raise DeviceError(message) from last
+
+    def _acquire(self) -> None:
+        pyxrt, opts = self._pyxrt, self._device.options
+        handle = pyxrt.device(self._device.index)
+        xclbin_uuid = handle.load_xclbin(pyxrt.xclbin(self._xclbin))
+        name = self._artifact.manifest.kernel_name
+        cus = [
+            pyxrt.kernel(handle, xclbin_uuid, f"{name}:{{{name}_{c}}}", pyxrt.kernel.shared)
+            for c in range(1, opts.compute_units + 1)
+        ]
+        slots = []
+        for s in range(opts.compute_units * opts.buffer_sets):
+            cu = cus[s % len(cus)]
+            x_bo = pyxrt.bo(handle, self.run_rows * self._n_in * 4, pyxrt.bo.normal, cu.group_id(0))
+            y_bo = pyxrt.bo(handle, self.run_rows * self._n_out * 4, pyxrt.bo.normal, cu.group_id(1))
+            run = pyxrt.run(cu)
+            run.set_arg(0, x_bo)
+            run.set_arg(1, y_bo)
+            slots.append(_Slot(x_bo, y_bo, _host_view(x_bo, self._n_in), _host_view(y_bo, self._n_out), run))
+        self._handle, self._slots, self._ready = handle, slots, True
+
+    def _release(self) -> None:
+        self._ready = False
+        self._slots = []  # dropping the last reference frees the bos (XRT's RAII)
+        self._handle = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._release()
+        self._device.unloaded(self)
+
+    @property
+    def _label(self) -> str:
+        m = self._artifact.manifest
+        return f"{m.name} v{m.version}"
+
+
+def _host_view(buffer: Any, width: int) -> np.ndarray:
+    """float32 rows over the bo's host mapping (no copy)."""
+    return np.frombuffer(buffer.map(), dtype=_FLOAT).reshape(-1, width)
+
+
+class PyxrtDevice:
+    """One card (`pyxrt.device(index)`) as an fpgaas `Device`.
+
+    `pyxrt` is the binding module: the real `pyxrt`, or `fpgaas.service.devices.xrt_emulation`.
+    Thread-safety: `info` may be read from any thread; `load`/`close` are serialized."""
+
+    def __init__(self, pyxrt: ModuleType, index: int, *, options: XrtOptions | None = None) -> None:
+        count = int(pyxrt.enumerate_devices())
+        if not 0 <= index < count:
+            raise DeviceError(f"no XRT card at index {index}: XRT lists {count}")
+        self.pyxrt = pyxrt
+        self.index = index
+        self.name = f"xrt-{index}"
+        self.options = options or XrtOptions()
+        try:
+            card = pyxrt.device(index)
+            self._card_label = (
+                f"{card.get_info(pyxrt.xrt_info_device.bdf)} ({card.get_info(pyxrt.xrt_info_device.name)})"
+            )
+        except Exception as exc:
+            raise DeviceError(f"cannot open XRT card {index}: {exc}") from exc
+        self._emulated = bool(getattr(pyxrt, "FPGAAS_EMULATION", False))
+        self._lock = threading.Lock()
+        self._kernel: XrtKernel | None = None
+        self._info = DeviceInfo(self.name, "xrt", True, f"{self._card_label}; empty")
+
+    @property
+    def info(self) -> DeviceInfo:
+        return self._info
+
+    def mark(self, *, healthy: bool, detail: str) -> None:
+        self._info = DeviceInfo(self.name, "xrt", healthy, f"{self._card_label}; {detail}")
+
+    def load(self, artifact: Artifact, max_batch: int) -> XrtKernel:
+        """Load the artifact's xclbin and allocate N x k buffer sets for `max_batch` rows a call."""
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        with self._lock:
+            if self._kernel is not None:
+                raise DeviceError(
+                    f"{self.name} already holds {self._kernel.artifact.manifest.name}: "
+                    "a card holds one xclbin at a time; place the model on another card"
+                )
+            kernel = XrtKernel(self, artifact, str(self._xclbin_for(artifact)), max_batch)
+            kernel.open()
+            self._kernel = kernel
+            return kernel
+
+    def _xclbin_for(self, artifact: Artifact) -> Path:
+        path = artifact.file(EMULATION_XCLBIN) if self._emulated else artifact.xclbin
+        if path is None or not path.is_file():
+            raise DeviceError(
+                f"{artifact.manifest.name} has no xclbin for {self.name} ({self._card_label}): "
+                f"{artifact.manifest.binaries.xclbin_status}"
+            )
+        return path
+
+    def unloaded(self, kernel: XrtKernel) -> None:
+        with self._lock:
+            if self._kernel is kernel:
+                self._kernel = None
+                self.mark(healthy=True, detail="empty")
+
+    def close(self) -> None:
+        kernel = self._kernel
+        if kernel is not None:
+            kernel.close()
+
+
+def load_pyxrt(*, emulated_cards: int = 0) -> ModuleType:
+    """XRT's `pyxrt`, or with `emulated_cards` > 0 the emulated binding with that many cards.
+
+    Raises DeviceError naming what is missing when XRT's Python binding cannot be imported."""
+    if emulated_cards:
+        from fpgaas.service.devices import xrt_emulation
+
+        xrt_emulation.install_emulated_cards(emulated_cards)
+        return xrt_emulation
+    try:
+        pyxrt = importlib.import_module("pyxrt")  # XRT's binding: on PYTHONPATH via setup.sh
+    except ImportError as exc:
+        raise DeviceError(
+            "device=xrt needs XRT's Python binding `pyxrt` (XRT >= 2.12: source /opt/xilinx/xrt/setup.sh "
+            f"so that PYTHONPATH holds it), or FPGAAS_XRT_EMULATED_CARDS > 0: {exc}"
+        ) from exc
+    return pyxrt
+
+
+def open_xrt_devices(
+    *, indices: Sequence[int] | None = None, emulated_cards: int = 0, options: XrtOptions | None = None
+) -> list[PyxrtDevice]:
+    """One `PyxrtDevice` per card: those at `indices`, or every card XRT enumerates."""
+    pyxrt = load_pyxrt(emulated_cards=emulated_cards)
+    chosen = range(int(pyxrt.enumerate_devices())) if indices is None else indices
+    return [PyxrtDevice(pyxrt, i, options=options) for i in chosen]
