@@ -1,8 +1,9 @@
-"""Serving on PYNQ cards over HTTP: placement, `/devices`, and card faults seen from a client.
+"""Serving on cards over HTTP: placement, `/devices`, and card faults seen from a client.
 
-The app is the real one (lifespan, batchers, dataplane) on emulated PYNQ cards driven through
-the real `pynq` package. For each fault a card can have (a kernel that never finishes, a failed
-DMA sync, an overlay that fails to reload) the request in flight gets a 503 with the JSON error
+The app is the real one (lifespan, batchers, dataplane) on emulated cards, once through each
+card runtime: PYNQ (`device=pynq`, the real `pynq` package over emulated PYNQ cards) and XRT
+(`device=xrt`, `PyxrtDevice` over the emulated pyxrt binding). For each fault a card can have (a kernel that never finishes, a failed
+DMA sync, an overlay / xclbin that fails to reload) the request in flight gets a 503 with the JSON error
 body, never a 500 or a wrong answer; readiness and `/devices` tell the truth while the card is
 sick; the card comes back by itself; other cards keep serving throughout. A model placed on two
 cards loses no request when one of them fails: the request is retried on the other.
@@ -23,7 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from fpgaas.kernels.artifact import Artifact
+from fpgaas.service.devices import xrt_emulation
 from fpgaas.service.devices.pynq_emulation import EmulatedCard, Fault, install_emulated_cards
+from fpgaas.service.devices.xrt_emulation import EmulatedXrtCard
 from fpgaas.service.settings import Settings
 from tests.fixtures.signing import reseal
 
@@ -33,13 +36,18 @@ TIMEOUT_S = 0.3  # the device deadline of these servers
 FOREVER = 10**6  # fault count that outlasts any number of reload attempts
 
 
-@pytest.fixture(scope="module")
-def cards() -> list[EmulatedCard]:
-    return install_emulated_cards(CARDS)[:CARDS]
+Card = EmulatedCard | EmulatedXrtCard
+
+
+@pytest.fixture(scope="module", params=["pynq", "xrt"])
+def cards(request: pytest.FixtureRequest) -> list[Card]:
+    if request.param == "pynq":
+        return list(install_emulated_cards(CARDS)[:CARDS])
+    return list(xrt_emulation.install_emulated_cards(CARDS)[:CARDS])
 
 
 @pytest.fixture(autouse=True)
-def _healthy_cards(cards: list[EmulatedCard]) -> Iterator[None]:
+def _healthy_cards(cards: list[Card]) -> Iterator[None]:
     for card in cards:  # emulated cards are process-global: start and end every test clean
         card.clear_faults()
     yield
@@ -57,16 +65,28 @@ def two_models(tiny_artifact: Artifact, tmp_path_factory: pytest.TempPathFactory
     return repo
 
 
-def card_name(card: EmulatedCard) -> str:
+def card_name(card: Card) -> str:
+    if isinstance(card, EmulatedXrtCard):
+        return f"xrt-{card.index}"
     return f"pynq-{pynq.Device.devices.index(card)}"
 
 
-def pynq_settings(repo: Path, cards: list[EmulatedCard], placement: dict[str, list[str]]) -> Settings:
+def card_settings(repo: Path, cards: list[Card], placement: dict[str, list[str]]) -> Settings:
+    if isinstance(cards[0], EmulatedXrtCard):
+        chosen: dict[str, object] = {
+            "device": "xrt",
+            "xrt_emulated_cards": CARDS,
+            "xrt_cards": [c.index for c in cards if isinstance(c, EmulatedXrtCard)],
+        }
+    else:
+        chosen = {
+            "device": "pynq",
+            "pynq_emulated_cards": CARDS,
+            "pynq_cards": [pynq.Device.devices.index(c) for c in cards],
+        }
     return Settings(
         model_repository=repo,
-        device="pynq",
-        pynq_emulated_cards=CARDS,
-        pynq_cards=[pynq.Device.devices.index(c) for c in cards],
+        **chosen,  # type: ignore[arg-type]
         placement=placement,
         device_timeout_s=TIMEOUT_S,
         device_probe_s=0.05,
@@ -130,7 +150,7 @@ async def test_a_card_fault_answers_503_and_the_card_serves_again_while_other_ca
     app_factory, two_models, cards, reference, fault: Fault, code: str
 ) -> None:
     sick, well = card_name(cards[0]), card_name(cards[1])
-    _app, client = await app_factory(pynq_settings(two_models, cards[:2], {"tiny": [sick], "other": [well]}))
+    _app, client = await app_factory(card_settings(two_models, cards[:2], {"tiny": [sick], "other": [well]}))
     x = rows(16)
     cards[0].inject(fault)
 
@@ -144,7 +164,7 @@ async def test_a_card_fault_answers_503_and_the_card_serves_again_while_other_ca
     assert_503(failed, code)
     assert_answer(other, x, reference, well)
     assert other_s < TIMEOUT_S  # the other card did not wait for the sick one
-    # The failing call reloaded the overlay: the card is back at once, with right answers.
+    # The failing call reloaded the overlay / xclbin: the card is back at once, with right answers.
     assert_answer(await predict(client, "tiny", x), x, reference, sick)
     assert (await client.get("/readyz")).status_code == 200
     card = (await devices(client))[sick]
@@ -157,7 +177,7 @@ async def test_a_card_whose_overlay_fails_to_reload_is_reported_until_the_reload
     app_factory, two_models, cards, reference
 ) -> None:
     sick, well = card_name(cards[0]), card_name(cards[1])
-    _app, client = await app_factory(pynq_settings(two_models, cards[:2], {"tiny": [sick], "other": [well]}))
+    _app, client = await app_factory(card_settings(two_models, cards[:2], {"tiny": [sick], "other": [well]}))
     x = rows(8)
     cards[0].inject("sync_error")
     cards[0].inject("load_error", FOREVER)
@@ -167,12 +187,12 @@ async def test_a_card_whose_overlay_fails_to_reload_is_reported_until_the_reload
     not_ready = await client.get("/readyz")
     assert not_ready.status_code == 503
     reason = not_ready.json()["reason"]
-    assert f"device {sick} unhealthy" in reason and "overlay failed to load" in reason and "tiny v1" in reason
+    assert f"device {sick} unhealthy" in reason and "failed to load" in reason and "tiny v1" in reason
     listed = await devices(client)
     assert listed[sick]["healthy"] is False and listed[sick]["models"] == [{"name": "tiny", "version": "1"}]
     assert listed[well]["healthy"] is True and listed[well]["models"] == [{"name": "other", "version": "1"}]
     assert_answer(await predict(client, "other", x), x, reference, well)  # the other card serves on
-    assert "overlay failed to load" in assert_503(await predict(client, "tiny", x), "device_error")
+    assert "failed to load" in assert_503(await predict(client, "tiny", x), "device_error")
 
     cards[0].clear_faults()  # the card can be programmed again: the watcher's next probe reloads it
     await eventually_ready(client)
@@ -187,7 +207,7 @@ async def test_a_replicated_model_loses_no_request_when_one_card_fails(
     app_factory, one_model_repo, cards, reference
 ) -> None:
     first, second = card_name(cards[0]), card_name(cards[1])
-    _app, client = await app_factory(pynq_settings(one_model_repo, cards[:2], {"tiny": [first, second]}))
+    _app, client = await app_factory(card_settings(one_model_repo, cards[:2], {"tiny": [first, second]}))
     listed = await devices(client)
     assert [listed[n]["models"] for n in (first, second)] == [[{"name": "tiny", "version": "1"}]] * 2
     x = rows(16, seed=1)
@@ -238,7 +258,7 @@ async def test_a_placement_naming_an_unknown_device_is_refused_at_start(
     app_factory, one_model_repo, cards
 ) -> None:
     with pytest.raises(ValueError, match=r"placement of model 'tiny' names unknown device\(s\) pynq-99"):
-        await app_factory(pynq_settings(one_model_repo, cards[:2], {"tiny": ["pynq-99"]}))
+        await app_factory(card_settings(one_model_repo, cards[:2], {"tiny": ["pynq-99"]}))
 
 
 @pytest.mark.asyncio
