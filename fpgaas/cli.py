@@ -1,4 +1,4 @@
-"""`fpgaas build` and `fpgaas serve`.
+"""`fpgaas build`, `fpgaas serve`, `fpgaas worker` and `fpgaas db`.
 
 The builder and the service are imported only by the subcommand that needs them, so a
 server host never loads TensorFlow and a build host never loads the web stack.
@@ -11,6 +11,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fpgaas.service.settings import Settings
 
 # QKeras models need Keras 2 (tf_keras); this must be set before TensorFlow is imported.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -60,13 +64,83 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if args.device is not None:
         overrides["device"] = args.device
+    if args.embedded:
+        overrides["management"] = True
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         print(f"fpgaas serve: invalid settings: {problems}", file=sys.stderr)
         return 2
-    serve(settings)
+    if not args.embedded:
+        serve(settings)
+        return 0
+    return _serve_embedded(settings)
+
+
+def _serve_embedded(settings: Settings) -> int:
+    """The embedded default: a private PostgreSQL (unless FPGAAS_DATABASE_URL), one local worker
+    on the same repository, then the server; the worker is stopped when the server ends."""
+    import subprocess
+
+    from fpgaas.kernels.builds.postgres import EmbeddedPostgres
+    from fpgaas.kernels.signing import ensure_keypair
+    from fpgaas.service.server import serve
+
+    if settings.database_url is None:
+        EmbeddedPostgres(settings.state_dir / "postgres").start()
+    if settings.trusted_keys is None:
+        # The embedded default pair: the worker signs with it, this server trusts it.
+        ensure_keypair(settings.state_dir / "keys")
+    env = {
+        **os.environ,
+        "FPGAAS_MODEL_REPOSITORY": str(settings.model_repository),
+        "FPGAAS_STATE_DIR": str(settings.state_dir),
+    }
+    worker = subprocess.Popen([sys.executable, "-m", "fpgaas", "worker"], env=env)
+    try:
+        serve(settings)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from fpgaas.builder.worker import WorkerSettings, run_worker
+
+    overrides: dict[str, object] = {}
+    if args.repository is not None:
+        overrides["model_repository"] = Path(args.repository)
+    if args.concurrency is not None:
+        overrides["worker_concurrency"] = args.concurrency
+    try:
+        settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        print(f"fpgaas worker: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from fpgaas.kernels.builds.postgres import EmbeddedPostgres
+
+    state_dir = Path(args.state_dir or os.environ.get("FPGAAS_STATE_DIR", ".fpgaas"))
+    cluster = EmbeddedPostgres(state_dir / "postgres")
+    if args.action == "start":
+        print(cluster.start())
+    elif args.action == "stop":
+        cluster.stop()
+    else:
+        print(cluster.conninfo if cluster.running() else "not running")
     return 0
 
 
@@ -88,7 +162,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default=None, help="bind address (FPGAAS_HOST, default 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="port (PORT or FPGAAS_PORT, default 8000)")
     s.add_argument("--device", default=None, help="device kind: emulated or pynq (FPGAAS_DEVICE)")
+    s.add_argument(
+        "--embedded",
+        action="store_true",
+        help="with the management API, the embedded PostgreSQL (unless FPGAAS_DATABASE_URL) and one local worker",
+    )
     s.set_defaults(func=_serve)
+
+    w = sub.add_parser("worker", help="build uploaded models from the build queue")
+    w.add_argument("--repository", default=None, help="artifact store (FPGAAS_MODEL_REPOSITORY)")
+    w.add_argument("--concurrency", type=int, default=None, help="builds at once (FPGAAS_WORKER_CONCURRENCY)")
+    w.set_defaults(func=_worker)
+
+    d = sub.add_parser("db", help="the embedded PostgreSQL under the state dir")
+    d.add_argument("action", choices=["start", "stop", "status"])
+    d.add_argument("--state-dir", default=None, help="state directory (FPGAAS_STATE_DIR, default .fpgaas)")
+    d.set_defaults(func=_db)
     return p
 
 

@@ -19,12 +19,13 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from fpgaas.service import card_metrics
-from fpgaas.service.api import predict, routers
+from fpgaas.service.api import management, predict, routers
 from fpgaas.service.api.asgi import Receive, Scope, Send
 from fpgaas.service.api.errors import install_error_handlers
 from fpgaas.service.api.front import FrontDoor
 from fpgaas.service.api.v2 import infer as v2_infer
 from fpgaas.service.batching import BatchPolicy
+from fpgaas.service.buildservice import BuildService
 from fpgaas.service.dataplane import DataPlane
 from fpgaas.service.devices import create_devices
 from fpgaas.service.metrics import ServiceMetrics
@@ -78,9 +79,15 @@ def create_app(settings: Settings) -> FpgaasApp:
         dataplane = DataPlane.start(registry, batch_policy(settings), metrics, settings.device_probe_s)
         app.state.dataplane = dataplane
         cards = card_metrics.register(metrics.registry, dataplane)
+        builds = None
         try:
+            if settings.management:
+                builds = await BuildService.open(settings, dataplane, registry, batch_policy(settings))
+                app.state.builds = builds
             yield
         finally:
+            if builds is not None:
+                await builds.close()  # no more hot loads; the dataplane then drains what it holds
             metrics.registry.unregister(cards)
             app.state.dataplane = None
             await dataplane.close()
@@ -95,7 +102,11 @@ def create_app(settings: Settings) -> FpgaasApp:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.dataplane = None
+    app.state.builds = None
     install_error_handlers(app, metrics)
+    if settings.management:  # first: its repository index replaces the loaded-only one of v2
+        app.include_router(management.index_router)
+        app.include_router(management.router)
     for router in routers:
         app.include_router(router)
     app.front = FrontDoor(

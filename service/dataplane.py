@@ -204,6 +204,59 @@ class DataPlane:
         finally:
             self._registry.close()
 
+    def add(self, model: LoadedModel, policy: BatchPolicy) -> None:
+        """Serve a hot-loaded version (placed and self-checked by the registry's `prepare`): its
+        batchers start, then it is adopted and resolvable at once. It becomes the model's default
+        only if it is now the highest version. Event loop thread only."""
+        started = []
+        for r in model.replicas:
+            batcher = Batcher(
+                r.kernel,
+                model=model.name,
+                device=r.device.info.name,
+                n_inputs=model.n_inputs,
+                n_outputs=model.n_outputs,
+                policy=policy,
+                metrics=self._metrics,
+                stats=self.statistics.model(model.name, model.version),
+            )
+            batcher.start()
+            started.append(_Replica(r.device, batcher))
+        replicas = tuple(started)
+        # No await from here on: a request sees the version wholly or not at all.
+        self._registry.adopt(model)
+        self._replicas[(model.name, model.version)] = replicas
+        self._handles[(model.name, model.version)] = _handle(model, replicas)
+        self._set_default(model.name)
+
+    async def remove(self, name: str, version: str) -> None:
+        """Stop serving one version: new requests for it get 404 at once (the default moves to the
+        highest remaining version), the requests it accepted are all answered, then its kernels
+        close. Raises ModelNotFound when it is not loaded."""
+        model = self._registry.retire(name, version)
+        replicas = self._replicas.pop((name, version), ())
+        self._handles.pop((name, version), None)
+        self._set_default(name)
+        for replica in replicas:
+            await replica.batcher.close()
+        for r in model.replicas:
+            try:
+                r.kernel.close()
+            except Exception:
+                log.exception("closing %s version %s on %s failed", name, version, r.device.info.name)
+
+    def loaded(self) -> set[tuple[str, str]]:
+        """(name, version) of every version served now."""
+        return {(m.name, m.version) for m in self._registry.all()}
+
+    def _set_default(self, name: str) -> None:
+        try:
+            highest = self._registry.versions(name)[-1]
+        except FpgaasError:  # no version of it left
+            self._handles.pop((name, None), None)
+            return
+        self._handles[(name, None)] = self._handles[(name, highest)]
+
     def resolve(self, model: str | None, version: str | None = None) -> ModelHandle:
         """The model a request means (its highest version when `version` is None); `model` None
         is allowed when exactly one model is loaded. Raises ModelNotFound, BadInput, NotReady."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +177,54 @@ class ModelRegistry:
             log.error("%s is served without its replica on %s", artifact.manifest.name, error)
         return tuple(replicas)
 
+    def prepare(
+        self, version_dir: Path, max_batch: int, check: Callable[[Artifact, Replica], None] | None = None
+    ) -> LoadedModel:
+        """Hot load, first step (any thread): verify and place `version_dir` as `open` does, then
+        run `check` on each replica (the self-check). Raises FpgaasError, with every replica it
+        placed closed again. Nothing is served until `adopt` (event loop thread)."""
+        name, version = version_dir.parent.name, version_dir.name
+        if not (_NAME.match(name) and _NAME.match(version)):
+            raise ArtifactError("model and version names are letters, digits, '.', '_' and '-'")
+        artifact = load_artifact(version_dir)
+        if (artifact.manifest.name, artifact.manifest.version) != (name, version):
+            raise ArtifactError(
+                f"manifest says {artifact.manifest.name!r} version {artifact.manifest.version!r} but "
+                f"the artifact lives at {name}/{version}"
+            )
+        named = self._placement.get(name)
+        replicas = self._place_on(named, artifact, max_batch) if named else self._place(artifact, max_batch)
+        try:
+            for replica in replicas:
+                if check is not None:
+                    check(artifact, replica)
+        except BaseException:
+            for replica in replicas:
+                replica.kernel.close()
+            raise
+        return LoadedModel(name, version, artifact, replicas)
+
+    def adopt(self, model: LoadedModel) -> None:
+        """Hot load, second step: `model` (from `prepare`) is listed and may be looked up."""
+        self._models.setdefault(model.name, {})[model.version] = model
+        self.refused = [
+            r for r in self.refused if (r.path.parent.name, r.path.name) != (model.name, model.version)
+        ]
+        log.info(
+            "hot-loaded %s version %s on %s",
+            model.name,
+            model.version,
+            ", ".join(r.device.info.name for r in model.replicas),
+        )
+
+    def retire(self, name: str, version: str) -> LoadedModel:
+        """Stop listing a loaded version (its kernels stay open: the caller drains, then closes them)."""
+        model = self.get(name, version)
+        del self._models[name][version]
+        if not self._models[name]:
+            del self._models[name]
+        return model
+
     @property
     def devices(self) -> list[Device]:
         return list(self._devices)
@@ -233,6 +281,7 @@ def _version_dirs(repository: Path) -> list[Path]:
     """Every `<name>/<version>` directory below the repository, sorted."""
     return [
         version_dir
-        for model_dir in sorted(p for p in repository.iterdir() if p.is_dir())
+        # Hidden directories (the artifact store's uploads and staging, `.fpgaas/`) are not models.
+        for model_dir in sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
         for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir())
     ]
