@@ -28,6 +28,7 @@ from fpgaas.service.batching import BatchPolicy
 from fpgaas.service.buildservice import BuildService
 from fpgaas.service.dataplane import DataPlane
 from fpgaas.service.devices import create_devices
+from fpgaas.service.shadow import ShadowPolicy, with_shadow
 from fpgaas.service.metrics import ServiceMetrics
 from fpgaas.service.registry import ModelRegistry
 from fpgaas.service.settings import Settings
@@ -72,7 +73,7 @@ def create_app(settings: Settings) -> FpgaasApp:
         # The device workers need the GIL back within a fraction of a device call, not after
         # CPython's default 5 ms, while the event loop thread is busy parsing requests.
         sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
-        devices = create_devices(settings)
+        devices = with_shadow(create_devices(settings), ShadowPolicy.of(settings), metrics)
         registry = await asyncio.to_thread(
             ModelRegistry.open, settings.model_repository, devices, settings.max_batch, settings.placement
         )

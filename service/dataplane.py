@@ -338,9 +338,9 @@ class DataPlane:
         if not self._registry.names():
             return Readiness(False, f"no model loaded ({len(self._registry.refused)} refused)")
         sick = "; ".join(
-            f"device {d.info.name} unhealthy: {d.info.detail}"
+            f"device {d.info.name} {'suspect' if d.info.healthy else 'unhealthy'}: {d.info.detail}"
             for d in self._registry.devices
-            if not d.info.healthy
+            if not d.info.healthy or d.info.suspect
         )
         stranded = [
             f"{n} v{v}" for (n, v), replicas in self._replicas.items() if not any(r.healthy for r in replicas)

@@ -74,6 +74,26 @@ class ServiceMetrics:
             ["route"],
             registry=registry,
         )
+        # Shadow verification (fpgaas.service.shadow): rows of sampled device calls recomputed on
+        # the CPU twin, rows that differed, sampled calls dropped (queue full or CPU budget spent).
+        self.shadow_checked_rows = Counter(
+            "fpgaas_shadow_checked_rows",
+            "rows of device calls recomputed on the CPU twin and compared bit for bit",
+            ["model", "device"],
+            registry=registry,
+        )
+        self.shadow_mismatched_rows = Counter(
+            "fpgaas_shadow_mismatched_rows",
+            "rows whose device answer differed from the CPU twin's (a faulty card or bitstream)",
+            ["model", "device"],
+            registry=registry,
+        )
+        self.shadow_dropped_calls = Counter(
+            "fpgaas_shadow_dropped_calls",
+            "device calls sampled for a shadow check but not checked (queue full or CPU budget spent)",
+            ["model", "device"],
+            registry=registry,
+        )
         self._durations: dict[tuple[str, str, str], HistogramChild] = {}
 
     def request_done(self, route: str, model: str, status: int, seconds: float) -> None:

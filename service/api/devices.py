@@ -22,10 +22,14 @@ class ResidentModel(BaseModel):
 
 class DeviceEntry(DeviceOut):
     models: list[ResidentModel] = Field(..., description="model versions resident on this device")
+    suspect: str | None = Field(
+        None, description="why this card's answers are in doubt (a shadow check against the CPU twin failed)"
+    )
 
     @classmethod
     def of(cls, d: DeviceStatus) -> DeviceEntry:
-        return cls(**cls.fields_of(d.info), models=[ResidentModel(name=n, version=v) for n, v in d.models])
+        models = [ResidentModel(name=n, version=v) for n, v in d.models]
+        return cls(**cls.fields_of(d.info), models=models, suspect=d.info.suspect)
 
 
 class DeviceList(BaseModel):

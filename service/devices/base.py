@@ -29,6 +29,7 @@ class DeviceInfo:
     kind: str  # "emulated", "pynq", ...
     healthy: bool
     detail: str = ""  # card name, last error, ...
+    suspect: str | None = None  # why its answers are in doubt (a shadow check failed), if they are
 
 
 class LoadedKernel(Protocol):

@@ -410,6 +410,8 @@ class _Card:
         self.kernel_latency_s = 0.0  # extra seconds every run takes (tests: a slow kernel)
         self.generation = 0  # bumps at every xclbin load: older handles are stale
         self.late_runs = 0
+        self.flip_every_rows = 0  # > 0: a marginal card, see `flip_one_bit_every`
+        self._rows_computed = 0
         self._faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
         self._uuid: uuid | None = None
         self._info: XclbinInfo | None = None
@@ -457,6 +459,14 @@ class _Card:
     def clear_faults(self) -> None:
         with self.lock:
             self._faults = dict.fromkeys(FAULTS, 0)
+            self.flip_every_rows = 0
+
+    def flip_one_bit_every(self, rows: int) -> None:
+        """A marginal card: the last row of every `rows` rows the CUs compute gets the lowest bit
+        of its first output flipped; nothing else notices (0 stops it)."""
+        with self.lock:
+            self.flip_every_rows = rows
+            self._rows_computed = 0
 
     def _take_fault(self, fault: Fault) -> bool:
         with self.lock:
@@ -588,7 +598,18 @@ class _Card:
         library, xs, ys = job
         if xs.shape[0]:
             library.run_into(xs, ys)
+            if self.flip_every_rows > 0:
+                self._flip_bits(ys)
         return ert_cmd_state.ERT_CMD_STATE_COMPLETED
+
+    def _flip_bits(self, ys: np.ndarray) -> None:
+        with self.lock:
+            every, first = self.flip_every_rows, self._rows_computed
+            self._rows_computed += ys.shape[0]
+        # rows r of this run with (first + r + 1) % every == 0
+        start = (every - 1 - first) % every
+        bits = ys.view(np.uint32)
+        bits[start::every, 0] ^= np.uint32(1)
 
 
 class device:

@@ -272,6 +272,7 @@ async def test_devices_lists_the_emulated_device_and_its_models(app_factory, one
                 "healthy": True,
                 "detail": "the kernel's bit-exact CPU twin",
                 "models": [{"name": "tiny", "version": "1"}],
+                "suspect": None,
             }
         ]
     }
