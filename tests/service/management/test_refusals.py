@@ -1,0 +1,87 @@
+"""What the management API refuses, and that a refusal leaves nothing behind (live server, real
+PostgreSQL, no worker needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from fpgaas.service.settings import Settings
+from tests.fixtures.management import AUTH, Stack, upload
+
+LIMIT = 64 * 1024
+
+
+def test_management_without_a_token_is_refused_off_loopback(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="FPGAAS_ADMIN_TOKEN"):
+        Settings(model_repository=tmp_path, management=True, host="0.0.0.0")
+    Settings(model_repository=tmp_path, management=True, host="0.0.0.0", admin_token="t")
+    Settings(model_repository=tmp_path, management=True, host="127.0.0.1")
+
+
+def test_refusals(stack: Stack, small_h5: Path, tmp_path: Path) -> None:
+    with stack.server(max_upload_bytes=LIMIT) as server:
+        url = server.url
+        for headers, status in (({}, 401), ({"Authorization": "Bearer wrong"}, 403)):
+            assert upload(url, small_h5, "m", headers=headers).status_code == status
+            assert httpx.get(f"{url}/builds", headers=headers).status_code == status
+            assert httpx.delete(f"{url}/builds/1", headers=headers).status_code == status
+            load = httpx.post(f"{url}/v2/repository/models/m/load", headers=headers)
+            assert load.status_code == status
+            assert load.json()["error"].startswith("Authorization: ")  # the v2 error shape
+        assert httpx.post(f"{url}/v2/repository/index").status_code == 200  # reading needs no token
+
+        # Over the limit without a Content-Length: refused while it streams.
+        def chunks() -> Iterator[bytes]:
+            boundary = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.h5"\r\n\r\n'
+            yield boundary + b"\x89HDF\r\n\x1a\n"
+            for _ in range(64):
+                yield b"\0" * 16384
+
+        big = httpx.post(
+            f"{url}/models/m/versions",
+            content=chunks(),
+            headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"},
+        )
+        assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
+        declared = httpx.post(
+            f"{url}/models/m/versions",
+            content=b"x" * (LIMIT + 1),
+            headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"},
+        )
+        assert declared.status_code == 413
+
+        truncated = (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.h5"\r\n\r\n'
+            + small_h5.read_bytes()[:500]
+        )
+        answer = httpx.post(
+            f"{url}/models/m/versions",
+            content=truncated,
+            headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"},
+        )
+        assert answer.status_code == 400 and "truncated" in answer.json()["error"]["message"]
+
+        text = tmp_path / "model.txt"
+        text.write_text("not a model")
+        assert upload(url, text, "m").json()["error"]["field"] == "file"
+        fake = tmp_path / "fake.h5"
+        fake.write_text("not HDF5 at all")
+        assert "not an HDF5" in upload(url, fake, "m").json()["error"]["message"]
+        assert upload(url, small_h5, "m", sha256="0" * 64).json()["error"]["field"] == "sha256"
+        assert upload(url, small_h5, "m", colour="blue").json()["error"]["field"] == "colour"
+        assert upload(url, small_h5, "m", strategy="Fastest").json()["error"]["field"] == "strategy"
+        assert (
+            upload(url, small_h5, "m", precision='{"dense_1": "float"}').json()["error"]["field"]
+            == "precision.dense_1"
+        )
+        assert upload(url, small_h5, "bad/name").status_code == 404  # not a route
+        assert upload(url, small_h5, "..").status_code in (400, 404)
+        assert httpx.get(f"{url}/builds/999", headers=AUTH).status_code == 404
+
+        assert stack.uploads() == []
+        assert httpx.get(f"{url}/builds", headers=AUTH).json()["builds"] == []
