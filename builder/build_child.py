@@ -78,6 +78,9 @@ def main(argv: list[str]) -> int:
             version=request["version"],
             part=request.get("part") or DEFAULT_PART,
             platform=request.get("platform") or DEFAULT_PLATFORM,
+            reuse_factor=int(request.get("reuse_factor") or 1),
+            strategy=request.get("strategy") or "Latency",
+            precision=request.get("precision") or {},
             log=say,
         )
     except FpgaasError as exc:

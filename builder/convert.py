@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,6 +34,10 @@ class ConvertOptions:
     clock_period_ns: float = 5.0
     default_precision: str = "fixed<16,6>"
     reuse_factor: int = 1
+    strategy: str = STRATEGY  # hls4ml's "Latency" or "Resource"
+    # Per-layer overrides: "<layer>" sets every type of that layer, "<layer>.<role>" one of them
+    # (e.g. "dense_1.weight"); values are hls4ml precisions such as "fixed<18,8>".
+    layer_precision: Mapping[str, str] = field(default_factory=dict)
 
 
 def hls_config(layer_list: list[dict[str, Any]], options: ConvertOptions) -> dict[str, Any]:
@@ -66,11 +71,27 @@ def hls_config(layer_list: list[dict[str, Any]], options: ConvertOptions) -> dic
             )
             entry["Precision"][role] = str(precision)
         names[layer["name"]] = entry
+    for key, precision in options.layer_precision.items():
+        layer_name, _, role = key.partition(".")
+        if layer_name not in names:
+            raise BadInput(
+                f"precision override for {layer_name!r}: the model has no such layer "
+                f"(its layers: {', '.join(names)})",
+                field=f"precision.{key}",
+            )
+        roles = names[layer_name]["Precision"]
+        if role and role not in roles:
+            raise BadInput(
+                f"layer {layer_name!r} has no {role!r} type (it has {', '.join(roles) or 'none'})",
+                field=f"precision.{key}",
+            )
+        for r in [role] if role else list(roles):
+            roles[r] = precision
     return {
         "Model": {
             "Precision": {"default": options.default_precision},
             "ReuseFactor": options.reuse_factor,
-            "Strategy": STRATEGY,
+            "Strategy": options.strategy,
             "BramFactor": 1_000_000_000,
             "TraceOutput": False,
         },
@@ -109,6 +130,9 @@ def convert(model: ScannedModel, hls_dir: Path, options: ConvertOptions, *, log:
             )
             graph = ModelGraph.from_layer_list(config, layer_list, input_layers, output_layers)
             graph.write()
+    except BadInput:  # a build option the model cannot take, already named
+        _save(log, chatter)
+        raise
     except (KeyError, ValueError, TypeError, AssertionError) as exc:
         _save(log, chatter)
         raise BadInput(f"hls4ml cannot convert {model.path.name}: {exc!r}", field="model") from exc

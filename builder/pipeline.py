@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
@@ -44,10 +44,14 @@ def build(
     platform: str = DEFAULT_PLATFORM,
     log: LogFn | None = None,
     signing_key: Path | None = None,
+    reuse_factor: int = 1,
+    strategy: str = "Latency",
+    precision: Mapping[str, str] | None = None,
 ) -> Artifact:
     """Build the artifact for the Keras 2 / QKeras `.h5` at `model_path` into the new directory `out`.
 
-    `log` receives one line per stage (default: the "fpgaas.builder" logger). The manifest is signed
+    `reuse_factor`, `strategy` and `precision` (per-layer overrides, see `ConvertOptions`) go to
+    hls4ml. `log` receives one line per stage (default: the "fpgaas.builder" logger). The manifest is signed
     with the ed25519 private key file `signing_key` (default: `BuilderSettings().signing_key()`,
     i.e. FPGAAS_SIGNING_KEY_FILE or the embedded default pair). Raises `BadInput` for
     an unreadable model or bad name, `UnsafeModel` for a model that would run code, `ToolMissing`
@@ -74,7 +78,17 @@ def build(
             source = package.copy_source_model(model_path, root)
             scanned = scan_model(source)
         with _stage(say, "convert (hls4ml)"):
-            graph = convert(scanned, root / "hls", ConvertOptions(part=part), log=logs / "hls4ml.log")
+            graph = convert(
+                scanned,
+                root / "hls",
+                ConvertOptions(
+                    part=part,
+                    reuse_factor=reuse_factor,
+                    strategy=strategy,
+                    layer_precision=dict(precision or {}),
+                ),
+                log=logs / "hls4ml.log",
+            )
         with _stage(say, "kernel top"):
             kernel = write_kernel(graph, root / "hls")
         project = str(graph.config.get_project_name())
