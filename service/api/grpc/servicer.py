@@ -14,7 +14,12 @@ deadline passes is cancelled by grpc; its rows not yet sent to the card are drop
     ModelStreamInfer                          each request answered as it completes, by id
     ModelStatistics                           `fpgaas.service.statistics` (as GET .../stats)
     RepositoryIndex                           as POST /v2/repository/index
-    RepositoryModelLoad / Unload              admin token (`authorization: Bearer`) first
+    RepositoryModelLoad / Unload              admin token (`authorization: Bearer`) first, then
+                                              the management API's load / unload (as POST
+                                              /v2/repository/models/{m}/load|unload; optional
+                                              string parameter `version`); without the
+                                              management API, load of a served model is a no-op
+                                              and unload is UNIMPLEMENTED
 
 Shared memory, tracing and log settings answer UNIMPLEMENTED (the generated base class).
 Inference RPCs need the inference token when one is set. Use from the event loop only.
@@ -129,14 +134,13 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             self._admin(context)
-            dataplane = self._dataplane()
-            loader = getattr(dataplane, "load_model", None)
-            if loader is not None:
-                await loader(request.model_name)
+            builds = getattr(self._state, "builds", None)
+            if builds is not None:
+                await _management().load(request.model_name, builds, _version_parameter(request))
             else:
-                # Without hot load (management API), a version is loaded at start or not at all:
+                # Without the management API a version is loaded at start or not at all:
                 # loading a served model is a no-op, anything else cannot happen here.
-                dataplane.resolve(request.model_name)
+                self._dataplane().resolve(request.model_name, _version_parameter(request))
         except Exception as exc:
             await self._abort(context, exc)
         return service_pb2.RepositoryModelLoadResponse()
@@ -144,15 +148,14 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             self._admin(context)
-            dataplane = self._dataplane()
-            dataplane.resolve(request.model_name)
-            unloader = getattr(dataplane, "unload_model", None)
-            if unloader is None:
+            builds = getattr(self._state, "builds", None)
+            if builds is None:
+                self._dataplane().resolve(request.model_name, _version_parameter(request))
                 raise NotImplementedHere(
                     "unloading needs the management API (FPGAAS_MANAGEMENT=1); this server serves "
                     "the models it loaded at start until it stops"
                 )
-            await unloader(request.model_name)
+            await _management().unload(request.model_name, builds, _version_parameter(request))
         except Exception as exc:
             await self._abort(context, exc)
         return service_pb2.RepositoryModelUnloadResponse()
@@ -290,6 +293,24 @@ def statistics_of(dataplane: DataPlane, name: str | None, version: str | None) -
         dataplane.resolve(name)
         raise ModelNotFound(f"model {name!r} has no statistics")
     return found
+
+
+def _management() -> Any:
+    """The management routes' module (the same load/unload as HTTP), imported only when the
+    management API runs: it needs the build queue's dependencies."""
+    from fpgaas.service.api import management
+
+    return management
+
+
+def _version_parameter(request: Any) -> str | None:
+    """The optional `version` string parameter of a load or unload (all versions when absent)."""
+    if "version" not in request.parameters:
+        return None
+    value = request.parameters["version"]
+    if value.WhichOneof("parameter_choice") != "string_param":
+        raise BadInput("parameter 'version' must be a string", field="parameters.version")
+    return str(value.string_param)
 
 
 def _bearer(context: grpc.aio.ServicerContext) -> str | None:
