@@ -236,6 +236,7 @@ class DataPlane:
         model = self._registry.retire(name, version)
         replicas = self._replicas.pop((name, version), ())
         self._handles.pop((name, version), None)
+        self.statistics.drop(name, version)  # Triton reports loaded versions only
         self._set_default(name)
         for replica in replicas:
             await replica.batcher.close()
