@@ -113,17 +113,21 @@ class RepositorySync:
                     "unloading %s version %s (%s)", name, version, self.unwanted.get((name, version), "gone")
                 )
                 await self._dataplane.remove(name, version)
-            for key in sorted(desired - loaded - set(self.refused)):
-                await self._load(*key)
+            missing = sorted(desired - loaded - set(self.refused))
+            if missing:
+                # An upload's max_batch (rows per device call) caps the server's.
+                asked = {(r.name, r.version): r.options.max_batch for r in await self._table.succeeded()}
+                for key in missing:
+                    await self._load(*key, min(self._max_batch, asked.get(key) or self._max_batch))
 
-    async def _load(self, name: str, version: str) -> None:
+    async def _load(self, name: str, version: str, max_batch: int) -> None:
         key = (name, version)
         self._loading.add(key)
         try:
             model = await asyncio.to_thread(
                 functools.partial(self._registry.prepare, check=_check),
                 self._store.artifact_dir(name, version),
-                self._max_batch,
+                max_batch,
             )
         except FpgaasError as exc:
             log.error("not serving %s version %s: %s", name, version, exc.message)

@@ -58,6 +58,7 @@ def test_an_upload_is_built_hot_loaded_and_served_bit_exact_with_no_failed_reque
                 f"{server.url}/predict", json={"model": "small", "inputs": rows.tolist()}
             ).json()
             assert answer["version"] == "2"  # the new version became the default once it passed
+            assert httpx.get(f"{server.url}/models/small").json()["max_batch"] == 64  # the upload's option
             expected = np.asarray(small.reference.predict(rows), dtype=np.float32).reshape(len(rows), -1)
             got = np.asarray(answer["outputs"], dtype=np.float32)
             assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
