@@ -13,17 +13,23 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: serve test install system-packages model lint bench clean images
 
+# --embedded: the management API, a private PostgreSQL under .fpgaas/ (Unix socket only) and one
+# local build worker; FPGAAS_DATABASE_URL points at an external PostgreSQL instead.
 serve: install model
-	$(BIN)/fpgaas serve --repository $(REPOSITORY) --host 127.0.0.1 --port $(PORT)
+	$(BIN)/fpgaas serve --embedded --repository $(REPOSITORY) --host 127.0.0.1 --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest
 
-# g++ compiles the hls4ml firmware into the emulation library; everything else comes from PyPI.
+# g++ compiles the hls4ml firmware into the emulation library; PostgreSQL holds the build queue;
+# everything else comes from PyPI.
 system-packages:
 	@command -v g++ >/dev/null && command -v make >/dev/null || { \
 		echo "installing g++ and make with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ make; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing postgresql (the build queue's database) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 install: system-packages $(VENV)/.installed
 

@@ -8,6 +8,10 @@
     async with AsyncClient("http://127.0.0.1:8000") as c:
         y = await c.predict(x)
 
+    with Client(url, headers={"Authorization": "Bearer <admin token>"}) as c:
+        build = c.upload("model.h5", name="muon-pt", max_batch=256)   # queued on the server
+        build.wait(progress=True)                                    # builder stage by stage
+
 Small batches go as JSON, large ones as raw little-endian float32 (see `binary_threshold`).
 Errors are drawn in `fpgaas.client._errors`; every one derives from `FpgaasClientError`.
 """
@@ -15,6 +19,7 @@ Errors are drawn in `fpgaas.client._errors`; every one derives from `FpgaasClien
 from __future__ import annotations
 
 from fpgaas.client._async import AsyncClient
+from fpgaas.client._builds import AsyncBuild, Build, BuildFailed, BuildInfo
 from fpgaas.client._errors import (
     BadRequest,
     FpgaasClientError,
@@ -31,8 +36,12 @@ from fpgaas.client._sync import Client
 from fpgaas.client._types import ModelInfo, Prediction, TensorInfo
 
 __all__ = [
+    "AsyncBuild",
     "AsyncClient",
     "BadRequest",
+    "Build",
+    "BuildFailed",
+    "BuildInfo",
     "Client",
     "FpgaasClientError",
     "InvalidResponse",

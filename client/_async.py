@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -11,8 +12,9 @@ import httpx
 import numpy as np
 
 from fpgaas.client._base import DEFAULT_URL, ClientBase
+from fpgaas.client._builds import AsyncBuild, BuildInfo, parse, upload_request
 from fpgaas.client._errors import ServerError, TransportError, translate_transport_error
-from fpgaas.client._protocol import Call, Request
+from fpgaas.client._protocol import Call, Request, error_from_response, json_body
 from fpgaas.client._types import ModelInfo, Prediction
 
 T = TypeVar("T")
@@ -87,6 +89,24 @@ class AsyncClient(ClientBase):
     async def ready(self) -> bool:
         """True if the server is ready to predict (once, no retries); False otherwise."""
         return await self._probe(self._protocol.ready())
+
+    async def upload(self, path: Path | str, name: str, **options: Any) -> AsyncBuild:
+        """`Client.upload`, awaited: the file goes in chunks, the build is queued on the server."""
+        route, form, model = upload_request(path, name, options)
+        with model.open("rb") as f:
+            response = await self._http.post(route, files={"file": (model.name, f)}, data=form)
+        return AsyncBuild(self._http, parse(response))
+
+    async def builds(self, name: str | None = None) -> list[AsyncBuild]:
+        """Recent builds, newest first (of model `name` only, if given)."""
+        response = await self._http.get("/builds", params={"name": name} if name else None)
+        if not response.is_success:
+            raise error_from_response(response)
+        return [AsyncBuild(self._http, BuildInfo.of(b)) for b in json_body(response)["builds"]]
+
+    async def build(self, build_id: int) -> AsyncBuild:
+        """One build by id."""
+        return AsyncBuild(self._http, parse(await self._http.get(f"/builds/{int(build_id)}")))
 
     async def aclose(self) -> None:
         """Close the pooled connections. The client cannot be used afterwards."""

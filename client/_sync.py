@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -11,8 +12,9 @@ import httpx
 import numpy as np
 
 from fpgaas.client._base import DEFAULT_URL, ClientBase
+from fpgaas.client._builds import Build, BuildInfo, parse, upload_request
 from fpgaas.client._errors import ServerError, TransportError, translate_transport_error
-from fpgaas.client._protocol import Call, Request
+from fpgaas.client._protocol import Call, Request, error_from_response, json_body
 from fpgaas.client._types import ModelInfo, Prediction
 
 T = TypeVar("T")
@@ -86,6 +88,29 @@ class Client(ClientBase):
     def ready(self) -> bool:
         """True if the server is ready to predict (once, no retries); False otherwise."""
         return self._probe(self._protocol.ready())
+
+    def upload(self, path: Path | str, name: str, **options: Any) -> Build:
+        """Upload a Keras model file (.h5 or .keras) as a new version of `name` and queue its build.
+
+        `options`: version, part, platform, max_batch, reuse_factor, strategy ("Latency" or
+        "Resource"), precision ({"layer" or "layer.role": "fixed<16,6>"}), sha256 (checked by the
+        server). Not retried (a second upload would be a second build). Raises BadRequest (400,
+        e.g. 409 for a version that exists), ServerError for the rest."""
+        route, form, model = upload_request(path, name, options)
+        with model.open("rb") as f:  # httpx streams the file in chunks
+            response = self._http.post(route, files={"file": (model.name, f)}, data=form)
+        return Build(self._http, parse(response))
+
+    def builds(self, name: str | None = None) -> list[Build]:
+        """Recent builds, newest first (of model `name` only, if given)."""
+        response = self._http.get("/builds", params={"name": name} if name else None)
+        if not response.is_success:
+            raise error_from_response(response)
+        return [Build(self._http, BuildInfo.of(b)) for b in json_body(response)["builds"]]
+
+    def build(self, build_id: int) -> Build:
+        """One build by id."""
+        return Build(self._http, parse(self._http.get(f"/builds/{int(build_id)}")))
 
     def close(self) -> None:
         """Close the pooled connections. The client cannot be used afterwards."""

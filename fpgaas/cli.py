@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from fpgaas.client import Client
     from fpgaas.service.settings import Settings
 
 # QKeras models need Keras 2 (tf_keras); this must be set before TensorFlow is imported.
@@ -144,6 +145,73 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace) -> Client:
+    from fpgaas.client import Client
+
+    token = args.token or os.environ.get("FPGAAS_ADMIN_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return Client(args.url, headers=headers, timeout=args.timeout)
+
+
+def _upload(args: argparse.Namespace) -> int:
+    import json
+
+    from fpgaas.client import BuildFailed, FpgaasClientError
+
+    options = {
+        "version": args.version,
+        "part": args.part,
+        "platform": args.platform,
+        "max_batch": args.max_batch,
+        "reuse_factor": args.reuse_factor,
+        "strategy": args.strategy,
+        "sha256": args.sha256,
+        "precision": json.loads(args.precision) if args.precision else None,
+    }
+    with _client(args) as client:
+        try:
+            build = client.upload(args.model, name=args.name, **options)
+            print(f"build {build.id}: {build.info.name} version {build.info.version} {build.info.state}")
+            if args.wait:
+                info = build.wait(progress=True)
+                seconds = sum(info.stage_seconds.values())
+                print(f"build {info.id} succeeded in {seconds:.1f} s of stages on {info.worker}")
+        except BuildFailed as exc:
+            print(f"fpgaas upload: {exc}", file=sys.stderr)
+            return 1
+        except (FpgaasClientError, ValueError) as exc:
+            print(f"fpgaas upload: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _builds(args: argparse.Namespace) -> int:
+    from fpgaas.client import FpgaasClientError
+
+    with _client(args) as client:
+        try:
+            builds = client.builds(args.name)
+        except FpgaasClientError as exc:
+            print(f"fpgaas builds: {exc}", file=sys.stderr)
+            return 2
+    print(f"{'ID':>5}  {'MODEL':<20} {'VERSION':<8} {'STATE':<10} {'STAGE':<22} {'WORKER':<16} ERROR")
+    for b in builds:
+        i = b.info
+        print(
+            f"{i.id:>5}  {i.name:<20} {i.version:<8} {i.state:<10} {(i.stage or '-'):<22} "
+            f"{(i.worker or '-'):<16} {i.error or ''}"
+        )
+    return 0
+
+
+def _add_client_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url", default=os.environ.get("FPGAAS_URL", "http://127.0.0.1:8000"), help="server (FPGAAS_URL)"
+    )
+    p.add_argument("--token", default=None, help="admin bearer token (default: FPGAAS_ADMIN_TOKEN)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fpgaas", description="FPGA-as-a-Service for hls4ml models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -178,6 +246,26 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["start", "stop", "status"])
     d.add_argument("--state-dir", default=None, help="state directory (FPGAAS_STATE_DIR, default .fpgaas)")
     d.set_defaults(func=_db)
+
+    u = sub.add_parser("upload", help="upload a model to a server and queue its build")
+    u.add_argument("model", help="Keras 2 / QKeras .h5 or Keras 3 .keras file")
+    u.add_argument("--name", required=True, help="model name")
+    u.add_argument("--version", default=None, help="default: the next integer")
+    u.add_argument("--part", default=None)
+    u.add_argument("--platform", default=None)
+    u.add_argument("--max-batch", type=int, default=None, help="rows per device call when served")
+    u.add_argument("--reuse-factor", type=int, default=None)
+    u.add_argument("--strategy", choices=["Latency", "Resource"], default=None)
+    u.add_argument("--precision", default=None, help='per-layer JSON, e.g. \'{"dense_1": "fixed<18,8>"}\'')
+    u.add_argument("--sha256", default=None, help="the server checks the upload against it")
+    u.add_argument("--wait", action="store_true", help="follow the build to the end, with a progress bar")
+    _add_client_arguments(u)
+    u.set_defaults(func=_upload)
+
+    bl = sub.add_parser("builds", help="list a server's recent builds")
+    bl.add_argument("--name", default=None, help="only this model's")
+    _add_client_arguments(bl)
+    bl.set_defaults(func=_builds)
     return p
 
 
