@@ -81,15 +81,21 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _serve_embedded(settings: Settings) -> int:
     """The embedded default: a private PostgreSQL (unless FPGAAS_DATABASE_URL), one local worker
-    on the same repository, then the server; the worker is stopped when the server ends."""
+    on the same repository, then the server; the worker, and the PostgreSQL if this started it,
+    are stopped when the server ends."""
     import subprocess
 
     from fpgaas.kernels.builds.postgres import EmbeddedPostgres
     from fpgaas.kernels.signing import ensure_keypair
     from fpgaas.service.server import serve
 
+    cluster = None
     if settings.database_url is None:
-        EmbeddedPostgres(settings.state_dir / "postgres").start()
+        cluster = EmbeddedPostgres(settings.state_dir / "postgres")
+        if cluster.running():
+            cluster = None  # someone else's (`fpgaas db start`): left running
+        else:
+            cluster.start()
     if settings.trusted_keys is None:
         # The embedded default pair: the worker signs with it, this server trusts it.
         ensure_keypair(settings.state_dir / "keys")
@@ -107,6 +113,8 @@ def _serve_embedded(settings: Settings) -> int:
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
+        if cluster is not None:
+            cluster.stop()  # queued and finished builds stay in its data directory
     return 0
 
 
@@ -271,6 +279,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request of `fpgaas upload`
     args = parser().parse_args(argv)
     return int(args.func(args))
 
