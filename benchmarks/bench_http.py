@@ -15,7 +15,10 @@ a measured run (default 2 s + 5 s; `--quick`: 1 s + 1 s, about 3 minutes in all;
                     (created with python3 -m venv + pip on first run; if that fails, the report says why)
 
 Cases: single-row JSON `/predict`, single-row v2 JSON infer, single-row binary `/predict`, and a
-1,024-row binary request; each server runs those it speaks. Then 65,536-row binary requests (an
+1,024-row binary request; each server runs those it speaks. fpgaas also answers KServe v2 over
+gRPC (Triton's ModelInfer, what SONIC sends) on its gRPC port: a single row and the same 1,024
+rows in `raw_input_contents`, driven by `httpbench/grpcload.py` (wrk speaks HTTP/1.1 only: a
+closed loop of N concurrent calls on one channel, in its own process on wrk's core). Then 65,536-row binary requests (an
 httpx loop, c=1) against fpgaas (max_batch 1024, and a second instance with FPGAAS_MAX_BATCH=65536),
 fpgaas-pynq and bare-asgi, next to the engine's own samples/s measured in this process on the
 server's core. Writes `<out>/http.md` (tables, targets PASS/MISS, notes) and `<out>/http.png`, and
@@ -49,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.httpbench import environment  # noqa: E402
-from benchmarks.httpbench.cases import MODEL, Case, inputs, make_cases, predict_binary  # noqa: E402
+from benchmarks.httpbench.cases import MODEL, Case, inputs, is_grpc, make_cases, predict_binary  # noqa: E402
 from benchmarks.httpbench.measure import (  # noqa: E402
     BigRun,
     LoadPlan,
@@ -57,6 +60,8 @@ from benchmarks.httpbench.measure import (  # noqa: E402
     big_requests,
     engine_samples_per_s,
     first_problem,
+    grpc_first_problem,
+    measure_grpc_point,
     measure_point,
 )
 from benchmarks.httpbench.procs import Cores, Server, ServerError, free_port, running  # noqa: E402
@@ -143,6 +148,9 @@ def write_scripts(cases: dict[str, Case], work: Path) -> dict[str, Path]:
     for case in cases.values():
         body = work / f"{case.name}.body"
         body.write_bytes(case.body)
+        if is_grpc(case):  # grpcload sends the body file itself
+            scripts[case.name] = body
+            continue
         script = work / f"{case.name}.lua"
         script.write_text(lua_script(body, case.content_type))
         scripts[case.name] = script
@@ -162,7 +170,11 @@ def run_matrix(
     broken: dict[tuple[str, str], str] = {}
     for name, server in servers.items():
         for case_name in specs[name].cases:
-            problem = first_problem(server, cases[case_name])
+            case = cases[case_name]
+            if is_grpc(case):
+                problem = grpc_first_problem(specs[name].grpc_target, case)
+            else:
+                problem = first_problem(server, case)
             if problem:
                 broken[(name, case_name)] = f"wrong answer: {problem}"
                 log(f"  {name} {case_name}: {problem}")
@@ -176,7 +188,11 @@ def run_matrix(
                     points.append(Point(name, case.name, c, problem=broken[(name, case.name)]))
                     continue
                 model = MODEL if specs[name].has_metrics else None
-                point = measure_point(server, case, scripts[case.name], c, plan, model)
+                if is_grpc(case):
+                    target = specs[name].grpc_target
+                    point = measure_grpc_point(server, target, case, scripts[case.name], c, plan, model)
+                else:
+                    point = measure_point(server, case, scripts[case.name], c, plan, model)
                 points.append(point)
                 log(_progress(point))
     return points

@@ -17,6 +17,8 @@ MODEL = "muon-pt"
 N_INPUTS = 27
 JSON = "application/json"
 BINARY = "application/octet-stream"
+GRPC = "application/grpc"  # a gRPC case: `body` is a serialized ModelInferRequest for the gRPC port
+GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,40 @@ def predict_binary(x: NDArray[np.float64], name: str = "binary") -> Case:
     return Case(name, label, f"/predict?model={MODEL}", BINARY, body, len(x))
 
 
+def infer_grpc(x: NDArray[np.float64], input_name: str, name: str = "grpc") -> Case:
+    """KServe v2 over gRPC (Triton's ModelInfer), the rows in raw_input_contents as SONIC sends them."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=MODEL, raw_input_contents=[x.astype("<f4").tobytes()])
+    request.inputs.add(name=input_name, datatype="FP32", shape=list(x.shape))
+    label = "gRPC ModelInfer" if len(x) == 1 else f"gRPC ModelInfer, {len(x):,} rows"
+    return Case(name, label, GRPC_METHOD, GRPC, request.SerializeToString(), len(x))
+
+
 def make_cases(input_name: str, seed: int = 0) -> dict[str, Case]:
-    """The four wrk cases: single-row JSON, v2 JSON and binary, and a 1,024-row binary request."""
+    """The wrk cases (single-row JSON, v2 JSON and binary, a 1,024-row binary request) and the
+    gRPC cases driven by `grpcload` (single row, and the same 1,024 rows, raw)."""
     row = inputs(1, seed)
+    rows = inputs(1024, seed + 1)
     cases = [predict_json(row), infer_v2(row, input_name), predict_binary(row)]
-    cases.append(predict_binary(inputs(1024, seed + 1), "binary-1024"))
+    cases.append(predict_binary(rows, "binary-1024"))
+    cases += [infer_grpc(row, input_name), infer_grpc(rows, input_name, "grpc-1024")]
     return {c.name: c for c in cases}
+
+
+def is_grpc(case: Case) -> bool:
+    return case.content_type == GRPC
+
+
+def grpc_response_problem(case: Case, answer: bytes) -> str | None:
+    """Why a serialized ModelInferResponse is not a valid answer to `case` (None when it is)."""
+    from tritonclient.grpc import service_pb2
+
+    response = service_pb2.ModelInferResponse.FromString(answer)
+    if not response.outputs or not response.raw_output_contents:
+        return f"no outputs in {response}"
+    rows = int(response.outputs[0].shape[0])
+    return None if rows == case.rows else f"{rows} output rows for {case.rows} input rows"
 
 
 def response_problem(case: Case, response: httpx.Response) -> str | None:

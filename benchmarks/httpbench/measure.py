@@ -5,8 +5,11 @@ Results are plain frozen dataclasses; `report.py` turns them into tables and tar
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,7 @@ import httpx
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.httpbench.cases import Case, response_problem
+from benchmarks.httpbench.cases import GRPC_METHOD, Case, grpc_response_problem, response_problem
 from benchmarks.httpbench.metrics import Counters, scrape
 from benchmarks.httpbench.procs import Server, pinned, tcp_counters
 from benchmarks.httpbench.wrk import WrkError, WrkResult, run_wrk, wrk_command
@@ -110,6 +113,78 @@ def measure_point(
         tcp_retransmits=tcp.get("RetransSegs"),
         tcp_resets=tcp.get("EstabResets"),
     )
+
+
+def measure_grpc_point(
+    server: Server, target: str, case: Case, body: Path, connections: int, plan: LoadPlan, model: str | None
+) -> Point:
+    """As `measure_point`, for a gRPC case: `grpcload` (a separate process on the load core, see
+    its docstring) instead of wrk, against the server's gRPC `target`."""
+    if not server.alive():
+        return Point(
+            server.name, case.name, connections, problem=f"server exited ({server.process.returncode})"
+        )
+
+    def load(seconds: int) -> WrkResult:
+        argv = [
+            sys.executable,
+            "-m",
+            "benchmarks.httpbench.grpcload",
+            f"--target={target}",
+            f"--body={body}",
+            f"--connections={connections}",
+            f"--duration={seconds}",
+        ]
+        root = Path(__file__).resolve().parents[2]
+        done = subprocess.run(
+            pinned(argv, plan.load_core),
+            capture_output=True,
+            text=True,
+            timeout=seconds + plan.timeout_s + 60,
+            cwd=root,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise WrkError(f"grpcload exited with {done.returncode}: {done.stderr.strip()[-300:]}")
+        return WrkResult(**json.loads(done.stdout))
+
+    try:
+        if plan.warmup_s > 0:
+            load(plan.warmup_s)
+            time.sleep(plan.settle_s)
+        before = scrape(server.url, model) if model else None
+        tcp_before = tcp_counters()
+        result = load(plan.duration_s)
+        tcp_after = tcp_counters()
+        counters = scrape(server.url, model).minus(before) if model and before else None
+    except (WrkError, httpx.HTTPError, subprocess.TimeoutExpired) as exc:
+        return Point(server.name, case.name, connections, problem=str(exc).splitlines()[0][:300])
+    tcp = (
+        {k: tcp_after[k] - tcp_before[k] for k in ("RetransSegs", "EstabResets")}
+        if tcp_before and tcp_after
+        else {}
+    )
+    return Point(
+        server.name,
+        case.name,
+        connections,
+        result,
+        counters,
+        tcp_retransmits=tcp.get("RetransSegs"),
+        tcp_resets=tcp.get("EstabResets"),
+    )
+
+
+def grpc_first_problem(target: str, case: Case) -> str | None:
+    """Send the gRPC `case` once; why the answer is wrong, or None."""
+    import grpc
+
+    with grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)]) as channel:
+        try:
+            answer = channel.unary_unary(GRPC_METHOD)(case.body, timeout=30.0)
+        except grpc.RpcError as exc:
+            return f"gRPC {exc.code()}: {exc.details()}"  # type: ignore[attr-defined]
+    return grpc_response_problem(case, answer)
 
 
 def first_problem(server: Server, case: Case) -> str | None:

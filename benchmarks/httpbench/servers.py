@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.httpbench.procs import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 PEERS = REPO / "benchmarks" / "peers"
 KSERVE_VENV = REPO / ".venv-kserve"
@@ -39,6 +41,11 @@ class ServerSpec:
     cases: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     has_metrics: bool = False  # fpgaas's Prometheus counters
+    grpc_port: int = 0  # fpgaas's gRPC front end (FPGAAS_GRPC_PORT), 0 for none
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def environment(self) -> dict[str, str]:
         return {**os.environ, **self.env}
@@ -60,8 +67,12 @@ def fpgaas_spec(name: str, repository: Path, description: str, **settings: str) 
             str(port),
         ]
 
+    # Every fpgaas server gets its own gRPC port (the default 8001 would be taken by the first).
+    grpc_port = free_port()
     env = {f"FPGAAS_{key.upper()}": value for key, value in settings.items()}
-    return ServerSpec(name, description, argv, "/readyz", ("json", "v2", "binary", "binary-1024"), env, True)
+    env["FPGAAS_GRPC_PORT"] = str(grpc_port)
+    cases = ("json", "v2", "binary", "binary-1024", "grpc", "grpc-1024")
+    return ServerSpec(name, description, argv, "/readyz", cases, env, True, grpc_port)
 
 
 def peer_spec(

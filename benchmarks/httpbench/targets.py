@@ -192,6 +192,24 @@ def pynq_targets(points: dict[Key, Point]) -> list[Target]:
     return out
 
 
+def grpc_targets(points: dict[Key, Point]) -> list[Target]:
+    """Issue 10: single-row gRPC p50 at c=1 no worse than HTTP's (single-row binary /predict, the
+    fastest HTTP route, and v2 JSON, its REST counterpart). Measured by `grpcload`, a Python
+    client, against wrk: see its docstring for what that costs gRPC."""
+    ours = _p50(points, (FPGAAS, "grpc", 1))
+    return [
+        _ratio(
+            f"c=1 single-row gRPC: p50 <= {case} p50 (HTTP)",
+            ours,
+            _p50(points, (FPGAAS, case, 1)),
+            1.0,
+            True,
+            "3f",
+        )
+        for case in ("binary", "v2")
+    ]
+
+
 def evaluate(
     points: Sequence[Point],
     big: Sequence[BigRun],
@@ -208,4 +226,5 @@ def evaluate(
         *front_end_targets(by_key, concurrency),
         *big_request_targets(big, engine_rate),
         *pynq_targets(by_key),
+        *grpc_targets(by_key),
     ]

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from benchmarks.httpbench.cases import inputs, make_cases, response_problem
+from benchmarks.httpbench.cases import GRPC_METHOD, N_INPUTS, inputs, is_grpc, make_cases, response_problem
 from benchmarks.httpbench.metrics import parse_counters
 from benchmarks.httpbench.procs import Cores, Server, free_port, listening_addresses, running, tcp_counters
 from benchmarks.httpbench.servers import KSERVE_VENV, PEERS
@@ -183,10 +183,27 @@ def test_naive_fastapi_answers_json_with_the_numpy_forward_pass(naive: Server) -
 
 def test_every_benchmark_case_gets_a_valid_answer_from_the_bare_peer(bare: Server) -> None:
     for case in make_cases("inputs").values():
+        if is_grpc(case):  # the peers speak HTTP only
+            continue
         response = httpx.post(
             bare.url + case.path, content=case.body, headers={"content-type": case.content_type}
         )
         assert response_problem(case, response) is None, case.name
+
+
+def test_grpc_cases_are_model_infer_requests_with_raw_rows() -> None:
+    from tritonclient.grpc import service_pb2
+
+    cases = make_cases("inputs")
+    for name, rows in (("grpc", 1), ("grpc-1024", 1024)):
+        case = cases[name]
+        assert is_grpc(case) and case.path == GRPC_METHOD and case.rows == rows
+        request = service_pb2.ModelInferRequest.FromString(case.body)
+        assert [(t.name, t.datatype, list(t.shape)) for t in request.inputs] == [
+            ("inputs", "FP32", [rows, N_INPUTS])
+        ]
+        x = np.frombuffer(request.raw_input_contents[0], dtype="<f4").reshape(rows, N_INPUTS)
+        np.testing.assert_array_equal(x, inputs(rows, 0 if rows == 1 else 1).astype(np.float32))
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")

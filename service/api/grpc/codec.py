@@ -21,7 +21,6 @@ from fpgaas.kernels.errors import BadInput
 from fpgaas.service.api.grpc.protos import service_pb2
 from fpgaas.service.api.v2 import codec as v2_codec
 from fpgaas.service.api.v2 import datatypes, tensors
-from fpgaas.service.api.v2.schemas import InferenceRequest, RequestInput
 from fpgaas.service.dataplane import InferResult, ModelHandle
 
 # The typed field of InferTensorContents each numeric datatype travels in (Triton's mapping).
@@ -116,11 +115,20 @@ def decode(request: service_pb2.ModelInferRequest, handle: ModelHandle) -> Decod
         decoded[item.name] = datatypes.from_json(
             values, datatype, shape, f"{field}.contents.{contents_field}"
         )
-    # The v2 row assembly (names, sample counts, side by side) takes a request it only reads names from.
-    named = InferenceRequest.model_construct(
-        inputs=[RequestInput.model_construct(name=item.name) for item in request.inputs]
-    )
-    rows = tensors.rows_from_inputs(handle, v2_codec.DecodedRequest(named, decoded))
+    missing = [t.name for t in handle.inputs if t.name not in decoded]
+    if missing:
+        raise BadInput(
+            f"model {handle.name!r} needs input(s) {', '.join(map(repr, missing))}", field="inputs"
+        )
+    # Side by side in model order, as the kernel ABI takes them (shapes were checked above).
+    columns = [decoded[t.name].reshape(decoded[t.name].shape[0], t.width) for t in handle.inputs]
+    if any(c.shape[0] != columns[0].shape[0] for c in columns):
+        raise BadInput(
+            f"the inputs of model {handle.name!r} hold different numbers of samples: "
+            f"{[c.shape[0] for c in columns]}",
+            field="inputs",
+        )
+    rows = columns[0] if len(columns) == 1 else np.concatenate(columns, axis=1)
     return DecodedInfer(rows, _outputs(request, handle))
 
 
