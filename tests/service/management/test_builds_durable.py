@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from fpgaas.kernels.builds.postgres import EmbeddedPostgres
 from tests.fixtures.management import AUTH, Stack, upload, wait_build, wait_served
 
 
@@ -60,10 +61,24 @@ def test_two_concurrent_uploads_of_one_version_get_one_202_and_one_409_and_a_run
         running = wait_build(server.url, build_id, until=("stage:convert (hls4ml)", "succeeded", "failed"))
         assert running["state"] == "running", running
         assert _build_processes(stack), "the build runs in a child process"
+        streamed: list[str] = []
+
+        def follow_log() -> None:  # GET /builds/{id}/log follows the log until the build ends
+            with httpx.stream("GET", f"{server.url}/builds/{build_id}/log", headers=AUTH, timeout=60) as log:
+                streamed.extend(log.iter_text())
+
+        follower = threading.Thread(target=follow_log)
+        follower.start()
+        time.sleep(1.0)
         answer = httpx.delete(f"{server.url}/builds/{build_id}", headers=AUTH)
         assert answer.status_code == 202, answer.text
         cancelled = wait_build(server.url, build_id, timeout_s=60)
         assert cancelled["state"] == "cancelled"
+        follower.join(timeout=30)
+        assert not follower.is_alive()
+        text = "".join(streamed)
+        assert "attempt 1 on worker w1" in text and "convert (hls4ml) ..." in text
+        assert text.rstrip().endswith("its staging removed")
         _wait_gone(stack)  # the tools were stopped with it
         assert stack.staging() == []  # the staging directory was removed
         assert not (stack.repository / "racer" / "5").exists()
@@ -110,3 +125,27 @@ def test_builds_queued_and_running_survive_a_server_restart(stack: Stack, small_
             assert wait_build(second.url, build_id)["state"] == "succeeded"
         wait_served(second.url, "alpha", "1")
         wait_served(second.url, "beta", "1")
+
+
+def test_a_database_restart_loses_no_queued_or_finished_build(
+    stack: Stack, small_h5: Path, postgres_cluster: EmbeddedPostgres
+) -> None:
+    with stack.server() as server:
+        stack.worker("w1")
+        built = upload(server.url, small_h5, "before").json()["id"]
+        assert wait_build(server.url, built)["state"] == "succeeded"
+        stack.stop_workers()
+        queued = upload(server.url, small_h5, "during").json()["id"]
+
+        postgres_cluster.stop()
+        postgres_cluster.start()
+
+        assert wait_build(server.url, built)["state"] == "succeeded"
+        assert wait_build(server.url, queued, until=("queued",))["state"] == "queued"
+        stack.worker("w2")
+        assert wait_build(server.url, queued)["state"] == "succeeded"
+        wait_served(server.url, "during", "1")
+        assert [b["state"] for b in httpx.get(f"{server.url}/builds", headers=AUTH).json()["builds"]] == [
+            "succeeded",
+            "succeeded",
+        ]
