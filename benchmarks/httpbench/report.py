@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.httpbench.cases import Case
+from benchmarks.httpbench.cases import GRPC, Case
 from benchmarks.httpbench.measure import BigRun, LoadPlan, Point
 from benchmarks.httpbench.procs import Cores
 from benchmarks.httpbench.servers import FPGAAS, FPGAAS_PYNQ, PEER_NAMES
@@ -161,6 +161,19 @@ def targets_table(targets: Sequence[Target]) -> list[str]:
     return [*lines, ""]
 
 
+GRPC_NOTES = (
+    "The `grpc` cases are KServe v2 over gRPC (Triton's `ModelInfer`, what CMSSW's SONIC sends) on fpgaas's",
+    "gRPC port: the rows in `raw_input_contents`, FP32 back in `raw_output_contents`. wrk speaks HTTP/1.1",
+    "only, so they are driven by `benchmarks/httpbench/grpcload.py`: the same closed loop as `wrk -cN` (N",
+    "calls in flight, each sent when the previous answer came back), on one grpc.aio channel (HTTP/2",
+    "streams on one TCP connection, as tritonclient and SONIC use one channel per server), in its own",
+    "process on wrk's core, sending pre-serialized request bytes. Caveat: it is Python over grpcio's C",
+    "core where wrk is C, so its own per-call cost is inside every gRPC latency; and grpcio itself costs",
+    "more per call than httptools (a trivial grpc.aio echo server, no fpgaas code, measured on the same",
+    "machine: see the gRPC section of docs/benchmarks/http.md).",
+)
+
+
 def markdown(run: Run, targets: Sequence[Target]) -> str:
     lines = [
         "# HTTP serving: fpgaas against its peers, in one run",
@@ -191,6 +204,8 @@ def markdown(run: Run, targets: Sequence[Target]) -> str:
     lines += ["### fpgaas against each peer (same case, same c)", "", *ratio_table(run)]
     lines += ["### 65,536-row binary requests (c=1, sequential, httpx)", "", *big_table(run)]
     lines += ["### Per-request overhead above the device call (c=1)", "", *overhead_table(run)]
+    if any(c.content_type == GRPC for c in run.cases.values()):
+        lines += ["## gRPC", "", *GRPC_NOTES, ""]
     lines += ["## Targets", "", *targets_table(targets)]
     lines += ["## Notes", "", *[f"- {note}" for note in run.notes], ""]
     return "\n".join(lines)
