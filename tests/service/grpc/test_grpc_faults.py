@@ -199,3 +199,17 @@ def test_every_error_class_has_its_grpc_status(error: Exception, code: str) -> N
         assert metadata["fpgaas-field"] == "inputs[0].shape"
     if isinstance(error, Overloaded):
         assert metadata["retry-after"] == "2"  # whole seconds, rounded up, as HTTP's Retry-After
+
+
+@pytest.mark.asyncio
+async def test_inference_needs_the_inference_token_when_one_is_set(repo: Path, card: EmulatedCard) -> None:
+    async with serving(repo, card, inference_token="infer-secret") as (stub, _target):
+        error = await refused(stub, samples(1))
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ModelInfer(request(samples(1)), metadata=(("authorization", "Bearer wrong"),))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        response = await stub.ModelInfer(
+            request(samples(1)), metadata=(("authorization", "Bearer infer-secret"),)
+        )
+        assert len(response.raw_output_contents[0]) == 4 * N_OUTPUTS
