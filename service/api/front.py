@@ -18,6 +18,7 @@ import time
 
 from starlette.exceptions import HTTPException
 
+from fpgaas.kernels.builds.errors import Forbidden, Unauthorized
 from fpgaas.kernels.errors import NotReady
 from fpgaas.service.api import predict
 from fpgaas.service.api.asgi import (
@@ -32,8 +33,10 @@ from fpgaas.service.api.asgi import (
 )
 from fpgaas.service.api.errors import classify, count, fpgaas_body, v2_body
 from fpgaas.service.api.v2 import infer as v2_infer
+from fpgaas.service.auth import bearer, inference_token_ok
 from fpgaas.service.dataplane import DataPlane
 from fpgaas.service.metrics import ServiceMetrics
+from fpgaas.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ class FrontDoor:
         self._state = state  # the app's state: `dataplane` is set by the lifespan
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
+        # FPGAAS_INFERENCE_TOKEN: when set, the hot routes need it (checked before the body is read).
+        settings: Settings | None = getattr(state, "settings", None)
+        self._settings = settings if settings is not None and settings.inference_token is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,6 +85,8 @@ class FrontDoor:
                 raise HTTPException(
                     405, f"{call.scope['method']} is not allowed on {route}: use POST", {"Allow": "POST"}
                 )
+            if self._settings is not None:
+                self._authorize(call, self._settings)
             dataplane: DataPlane | None = getattr(self._state, "dataplane", None)
             if dataplane is None:
                 raise NotReady("the server is still loading its models")
@@ -101,6 +109,16 @@ class FrontDoor:
             self._disconnected(route)
             return
         self._metrics.request_done(route, call.model_label, answer.status, time.perf_counter() - start)
+
+    @staticmethod
+    def _authorize(call: HttpCall, settings: Settings) -> None:
+        presented = bearer(call.header(b"authorization"))
+        if not inference_token_ok(settings, presented):
+            if presented is None:
+                raise Unauthorized(
+                    "inference needs Authorization: Bearer <FPGAAS_INFERENCE_TOKEN>", field="Authorization"
+                )
+            raise Forbidden("the bearer token is not the inference token", field="Authorization")
 
     async def _framework(self, scope: Scope, receive: Receive, send: Send, start: float) -> None:
         status = 500

@@ -85,3 +85,21 @@ def test_refusals(stack: Stack, small_h5: Path, tmp_path: Path) -> None:
 
         assert stack.uploads() == []
         assert httpx.get(f"{url}/builds", headers=AUTH).json()["builds"] == []
+
+
+def test_inference_routes_take_their_own_optional_token(stack: Stack) -> None:
+    with stack.server(inference_token="infer-token") as server:
+        body = {"model": "m", "inputs": [[0.0]]}
+        for path in ("/predict", "/v2/models/m/infer"):
+            assert httpx.post(f"{server.url}{path}", json=body).status_code == 401
+            assert (
+                httpx.post(f"{server.url}{path}", json=body, headers=AUTH).status_code == 403
+            )  # not the admin's
+            allowed = httpx.post(
+                f"{server.url}{path}", json=body, headers={"Authorization": "Bearer infer-token"}
+            )
+            assert allowed.status_code in (404, 400, 503)  # past the token: no such model here
+        assert (
+            httpx.get(f"{server.url}/builds", headers={"Authorization": "Bearer infer-token"}).status_code
+            == 403
+        )

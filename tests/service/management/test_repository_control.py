@@ -34,14 +34,22 @@ def test_replicas_converge_on_loads_unloads_and_retirement(stack: Stack, small: 
     store = stack.repository
     with stack.server() as a, stack.server() as b:
         urls = [a.url, b.url]
-        reseal(small.artifact, store / "m" / "1", name="m", version="1")
+        (store / "m").mkdir()
+        reseal(small.artifact, store / ".fpgaas" / "staging" / "v1", name="m", version="1").rename(
+            store / "m" / "1"
+        )
         # A sealed artifact in a staging directory is never served.
         reseal(small.artifact, store / ".fpgaas" / "staging" / "9" / "artifact", name="m", version="9")
         _converge(urls, {("m", "1"): "READY"})
-        forged = reseal(small.artifact, store / "m" / "2", name="m", version="2")
+        # Forged beside the store, then moved in whole (as a worker publishes).
+        forged = reseal(small.artifact, store / ".fpgaas" / "staging" / "forged", name="m", version="2")
         (forged / SIGNATURE_NAME).unlink()
+        forged.rename(store / "m" / "2")
+        deadline = time.monotonic() + 30
+        while not all("sign" in _index(url).get(("m", "2"), ("", ""))[1] for url in urls):
+            assert time.monotonic() < deadline, [_index(url) for url in urls]  # refused, saying why
+            time.sleep(0.2)
         _converge(urls, {("m", "1"): "READY", ("m", "2"): "UNAVAILABLE"})
-        assert "sign" in _index(a.url)[("m", "2")][1]  # refused, and the reason says why
         assert (
             httpx.post(f"{b.url}/predict", json={"model": "m", "inputs": [[0.0] * 27]}).json()["version"]
             == "1"
