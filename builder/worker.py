@@ -133,6 +133,7 @@ class BuildRunner:
             await _stop(child)
             if self._context is not None and self._context.abort_reason() == AbortReason.SHUTDOWN:
                 _append(log_path, "== the worker is stopping: the build goes back to the queue\n")
+                await self._table.requeue(record.id, f"worker {self._settings.worker_name} stopped; retrying")
                 raise WorkerShutdown(f"worker {self._settings.worker_name} stopped") from None
             await self._table.finish(record.id, BuildState.CANCELLED, error="cancelled while running")
             _append(log_path, "== cancelled: the build's processes were stopped and its staging removed\n")
@@ -222,7 +223,7 @@ def register(app: App, table: BuildTable, store: ArtifactStore, settings: Worker
         await BuildRunner(table, store, settings).run(int(build_id), context)
 
 
-async def retry_stalled(app: App, settings: WorkerSettings, interval_s: float) -> None:
+async def retry_stalled(app: App, table: BuildTable, settings: WorkerSettings, interval_s: float) -> None:
     """Forever: put back in the queue every build job whose worker stopped sending heartbeats."""
     while True:
         await asyncio.sleep(interval_s)
@@ -232,8 +233,13 @@ async def retry_stalled(app: App, settings: WorkerSettings, interval_s: float) -
             )
             for job in stalled:
                 log.warning("job %s (build %s) lost its worker: retrying it", job.id, job.task_kwargs)
-                with contextlib.suppress(Exception):  # another worker may have retried it first
+                try:
                     await app.job_manager.retry_job(job)
+                except Exception:  # another worker retried it first
+                    continue
+                await table.requeue(
+                    int(str(job.task_kwargs["build_id"])), "its worker stopped sending heartbeats; retrying"
+                )
         except Exception:
             log.exception("looking for stalled build jobs failed; trying again")
 
@@ -245,8 +251,9 @@ async def run_worker(settings: WorkerSettings) -> None:
     await database.migrate(conninfo, app)
     store = DirectoryStore(settings.model_repository)
     async with app.open_async():
-        register(app, BuildTable(app), store, settings)
-        retrier = asyncio.create_task(retry_stalled(app, settings, max(1.0, settings.heartbeat_s)))
+        table = BuildTable(app)
+        register(app, table, store, settings)
+        retrier = asyncio.create_task(retry_stalled(app, table, settings, max(1.0, settings.heartbeat_s)))
         log.info("worker %s: building from %s into %s", settings.worker_name, QUEUE, store.root)
         try:
             await app.run_worker_async(

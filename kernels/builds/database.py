@@ -130,6 +130,15 @@ class BuildTable:
         )
         return BuildRecord.from_row(rows[0]) if rows else None
 
+    async def requeue(self, build_id: int, why: str) -> None:
+        """A running build whose worker stopped or died goes back to queued (its job is retried)."""
+        await self._all(
+            "UPDATE fpgaas_builds SET state = 'queued', stage = NULL, error = %(why)s "
+            "WHERE id = %(id)s AND state = 'running' RETURNING id",
+            id=build_id,
+            why=why,
+        )
+
     async def stage(
         self, build_id: int, stage: str, progress: float, stage_seconds: dict[str, float]
     ) -> None:

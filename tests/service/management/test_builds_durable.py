@@ -149,3 +149,19 @@ def test_a_database_restart_loses_no_queued_or_finished_build(
             "succeeded",
             "succeeded",
         ]
+
+
+def test_a_worker_stopped_mid_build_puts_the_build_back_in_the_queue(stack: Stack, small_h5: Path) -> None:
+    with stack.server() as server:
+        stopping = stack.worker("stopping")
+        build_id = upload(server.url, small_h5, "requeued").json()["id"]
+        running = wait_build(server.url, build_id, until=("stage:convert (hls4ml)", "succeeded", "failed"))
+        assert (running["state"], running["worker"]) == ("running", "stopping")
+        stopping.terminate()  # SIGTERM: stop now, do not finish an hour-long build first
+        assert stopping.wait(timeout=30) == 0
+        _wait_gone(stack)
+        requeued = wait_build(server.url, build_id, until=("queued",), timeout_s=10)
+        assert "stopped" in requeued["error"]
+        stack.worker("next")
+        done = wait_build(server.url, build_id)
+        assert (done["state"], done["worker"], done["attempts"]) == ("succeeded", "next", 2)
