@@ -103,3 +103,36 @@ def test_inference_routes_take_their_own_optional_token(stack: Stack) -> None:
             httpx.get(f"{server.url}/builds", headers={"Authorization": "Bearer infer-token"}).status_code
             == 403
         )
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_an_upload_streams_to_disk_and_is_never_held_in_memory(stack: Stack) -> None:
+    size = 96 * 1024 * 1024
+
+    def body() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.h5"\r\n\r\n\x89HDF\r\n\x1a\n'
+        chunk = b"\x07" * (1 << 20)
+        for _ in range(size // len(chunk)):
+            yield chunk
+        yield b"\r\n--b--\r\n"
+
+    with stack.server(max_upload_bytes=2 * size) as server:
+        before = _rss_bytes(server.pid)
+        answer = httpx.post(
+            f"{server.url}/models/big/versions",
+            content=body(),
+            headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"},
+            timeout=120,
+        )
+        grown = _rss_bytes(server.pid) - before
+        assert answer.status_code == 202, answer.text  # queued (no worker here)
+        assert answer.json()["upload"]["bytes"] == size + 8
+        assert grown < size // 4, f"the server grew by {grown} bytes for a {size}-byte upload"
+        [stored] = stack.uploads()
+        assert stored.stat().st_size == size + 8
