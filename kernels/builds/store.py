@@ -84,12 +84,18 @@ class DirectoryStore:
         load_artifact(built)  # sealed and whole: every file matches the manifest
         target = self.artifact_dir(name, version)
         target.parent.mkdir(exist_ok=True)
+        # Moving a directory to another parent rewrites its "..": a sealed (read-only) artifact
+        # needs its owner's write bit for that moment, unless we are root.
+        mode = stat.S_IMODE(os.stat(built).st_mode)
+        os.chmod(built, mode | stat.S_IWUSR)
         try:
             os.rename(built, target)  # atomic; fails if target exists and is not empty
         except OSError as exc:
+            os.chmod(built, mode)
             if target.exists():
                 raise Conflict(f"{name} version {version} exists already", field="version") from exc
             raise
+        os.chmod(target, mode)
         return target
 
     def exists(self, name: str, version: str) -> bool:
@@ -119,6 +125,7 @@ class DirectoryStore:
             return False
         # Rename first: readers never see a half-deleted artifact.
         doomed = self._work / "staging" / f"purge-{uuid.uuid4().hex}"
+        os.chmod(target, stat.S_IRWXU)  # a read-only directory cannot move to another parent
         os.rename(target, doomed)
         _remove_tree(doomed)
         return True
