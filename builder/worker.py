@@ -136,6 +136,7 @@ class BuildRunner:
                 await self._table.requeue(record.id, f"worker {self._settings.worker_name} stopped; retrying")
                 raise WorkerShutdown(f"worker {self._settings.worker_name} stopped") from None
             await self._table.finish(record.id, BuildState.CANCELLED, error="cancelled while running")
+            self._store.discard_upload(record.upload)
             _append(log_path, "== cancelled: the build's processes were stopped and its staging removed\n")
             log.info("build %d cancelled", record.id)
             raise
@@ -143,7 +144,9 @@ class BuildRunner:
             await self._publish(record, out, log_path, seconds)
         else:
             error = outcome.get("error") or f"the build process exited with status {code}; see the log"
+            _keep_tool_logs(staging, log_path)  # the staging directory, and its logs, go next
             await self._table.finish(record.id, BuildState.FAILED, error=error)
+            self._store.discard_upload(record.upload)  # nothing retries a failed build
             _append(log_path, f"== failed: {error}\n")
             log.warning("build %d failed: %s", record.id, error)
 
@@ -202,6 +205,13 @@ async def _stop(child: asyncio.subprocess.Process) -> None:
             continue
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signal.SIGKILL)  # tools that outlived the child
+
+
+def _keep_tool_logs(staging: Path, log_path: Path, lines: int = 400) -> None:
+    """Copy the tail of each tool log a failed build kept (`<out>.build-logs/`) into the build log."""
+    for tool_log in sorted(staging.glob("*.build-logs/*.log")):
+        tail = tool_log.read_text(errors="replace").splitlines()[-lines:]
+        _append(log_path, f"== {tool_log.name} (last {len(tail)} lines)\n" + "\n".join(tail) + "\n")
 
 
 def _append(path: Path, text: str) -> None:

@@ -152,6 +152,8 @@ async def get_build(build_id: int, builds: Builds) -> dict[str, Any]:
 @router.delete("/builds/{build_id}", summary="Cancel a queued or running build")
 async def cancel_build(build_id: int, builds: Builds) -> JSONResponse:
     record = await builds.queue.cancel(build_id)
+    if record.state.finished:  # cancelled in the queue: no worker will read its upload
+        builds.store.discard_upload(record.upload)
     return JSONResponse(_view(record), status_code=200 if record.state.finished else 202)
 
 

@@ -80,7 +80,7 @@ def test_two_concurrent_uploads_of_one_version_get_one_202_and_one_409_and_a_run
         assert "attempt 1 on worker w1" in text and "convert (hls4ml) ..." in text
         assert text.rstrip().endswith("its staging removed")
         _wait_gone(stack)  # the tools were stopped with it
-        assert stack.staging() == []  # the staging directory was removed
+        assert stack.staging() == [] and stack.uploads() == []  # staging and upload removed
         assert not (stack.repository / "racer" / "5").exists()
         assert worker.poll() is None  # the worker lives on
         again = httpx.delete(f"{server.url}/builds/{build_id}", headers=AUTH)

@@ -82,3 +82,17 @@ def test_an_upload_is_built_hot_loaded_and_served_bit_exact_with_no_failed_reque
         assert failed == [] and answered[0] > 0
         listed = httpx.get(f"{server.url}/builds", headers=AUTH).json()["builds"]
         assert [(b["id"], b["state"]) for b in listed] == [(created["id"], "succeeded")]
+
+
+def test_a_failed_build_says_why_keeps_its_tool_log_and_leaves_no_files(stack: Stack, small_h5: Path) -> None:
+    with stack.server() as server:
+        stack.worker("w1")
+        accepted = upload(server.url, small_h5, "broken", precision='{"no_such_layer": "fixed<8,2>"}')
+        assert accepted.status_code == 202
+        failed = wait_build(server.url, accepted.json()["id"])
+        assert failed["state"] == "failed" and "no_such_layer" in failed["error"]
+        assert failed["stage"] == "convert (hls4ml)"
+        log = httpx.get(f"{server.url}/builds/{failed['id']}/log", headers=AUTH).text
+        assert "== hls4ml.log" in log and "== failed:" in log
+        assert stack.staging() == [] and stack.uploads() == []
+        assert not (stack.repository / "broken").exists()
