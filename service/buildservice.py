@@ -39,6 +39,9 @@ class BuildService:
         sync = RepositorySync(
             dataplane, registry, store, queue.table, policy, settings.max_batch, settings.repository_poll_s
         )
+        # Once before the first request: versions unloaded or retired by an operator (which the
+        # repository scan at start loaded like any other) are dropped before anything is served.
+        await sync.sync()
         sync.start()
         return cls(settings, queue, store, sync)
 

@@ -76,3 +76,18 @@ def test_replicas_converge_on_loads_unloads_and_retirement(stack: Stack, small: 
         _converge(urls, {("m", "2"): "UNAVAILABLE"})
         missing = httpx.post(f"{a.url}/v2/repository/models/m/load", params={"version": "1"}, headers=AUTH)
         assert missing.status_code == 404
+
+
+def test_an_unloaded_version_stays_unloaded_across_a_restart(stack: Stack, small: BuiltModel) -> None:
+    (stack.repository / "m").mkdir()
+    for version in ("1", "2"):
+        reseal(small.artifact, stack.repository / "m" / version, name="m", version=version)
+    with stack.server() as first:
+        unloaded = httpx.post(
+            f"{first.url}/v2/repository/models/m/unload", params={"version": "2"}, headers=AUTH
+        )
+        assert unloaded.status_code == 200
+    with stack.server() as second:  # from its first request on, version 2 is not served
+        answer = httpx.post(f"{second.url}/predict", json={"model": "m", "inputs": [[0.0] * 27]})
+        assert answer.json()["version"] == "1"
+        assert _index(second.url)[("m", "2")] == ("UNAVAILABLE", "unloaded by an operator")
