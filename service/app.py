@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -85,6 +86,10 @@ def create_app(settings: Settings) -> FpgaasApp:
             if settings.management:
                 builds = await BuildService.open(settings, dataplane, registry, batch_policy(settings))
                 app.state.builds = builds
+            # Everything loaded so far lives until shutdown: out of the collector's sight, a full
+            # collection no longer walks it (~100 ms pauses under load, the p99 of c=64).
+            gc.collect()
+            gc.freeze()
             yield
         finally:
             if builds is not None:
