@@ -457,7 +457,10 @@ def check_rows(x: np.ndarray, n_inputs: int) -> np.ndarray:
         batch, proven = np.ascontiguousarray(x, dtype=np.float32), True
     else:
         # Values within float32's range (NaN fails both tests) cast to finite float32 values.
-        proven = bool(np.min(x) >= -_FLOAT32_MAX and np.max(x) <= _FLOAT32_MAX)
+        proven = bool(
+            np.minimum.reduce(x, axis=None) >= -_FLOAT32_MAX
+            and np.maximum.reduce(x, axis=None) <= _FLOAT32_MAX
+        )
         if proven:
             batch = np.ascontiguousarray(x, dtype=np.float32)
         else:
