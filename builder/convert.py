@@ -1,4 +1,8 @@
-"""Stage 2: convert a scanned Keras 2 / QKeras model with hls4ml and write the HLS project.
+"""Stage 2: convert a scanned model with hls4ml and write the HLS project.
+
+A Keras 3 `.keras` model goes through hls4ml's Keras 3 parser in a child process
+(`fpgaas.builder.keras3`) and comes back as hls4ml's layer list; from there on both formats share
+the code below. For Keras 2 / QKeras:
 
 The architecture comes from `fpgaas.builder.load.scan_model` and the weights from the same file through
 hls4ml's `KerasFileReader`, so no Keras model is instantiated. hls4ml 1.3.0 would pick its Keras 3
@@ -11,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from fpgaas.builder.load import ScannedModel
+from fpgaas.builder.keras3 import parse_in_child
+from fpgaas.builder.load import FORMAT_KERAS, ScannedModel
 from fpgaas.kernels.errors import BadInput, BuildError
 
 PROJECT_NAME: Final = "myproject"
@@ -109,11 +115,19 @@ def convert(model: ScannedModel, hls_dir: Path, options: ConvertOptions, *, log:
     from hls4ml.converters.keras_v2_to_hls import KerasFileReader, parse_keras_model
     from hls4ml.model import ModelGraph
 
+    if model.format == FORMAT_KERAS:
+        # Keras 3: hls4ml's Keras 3 parser, in a child process (see fpgaas.builder.keras3).
+        keras3_log = (hls_dir.parent / "logs" / "keras3.log") if log is None else log.with_name("keras3.log")
+        with tempfile.TemporaryDirectory(prefix="fpgaas-keras3-") as scratch:
+            layer_list, input_layers, output_layers = parse_in_child(
+                model.path, Path(scratch), log=keras3_log
+            )
     chatter = io.StringIO()
     try:
         with contextlib.redirect_stdout(chatter):
-            reader = KerasFileReader({"KerasH5": str(model.path)})
-            layer_list, input_layers, output_layers, _ = parse_keras_model(model.architecture, reader)
+            if model.format != FORMAT_KERAS:
+                reader = KerasFileReader({"KerasH5": str(model.path)})
+                layer_list, input_layers, output_layers, _ = parse_keras_model(model.architecture, reader)
             config = hls4ml.backends.get_backend(BACKEND).create_initial_config(
                 part=options.part,
                 clock_period=options.clock_period_ns,
