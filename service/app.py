@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from fpgaas.kernels.signing import TrustedKeys
 from fpgaas.service import card_metrics
 from fpgaas.service.api import management, predict, routers
 from fpgaas.service.api.asgi import Receive, Scope, Send
@@ -29,10 +30,10 @@ from fpgaas.service.batching import BatchPolicy
 from fpgaas.service.buildservice import BuildService
 from fpgaas.service.dataplane import DataPlane
 from fpgaas.service.devices import create_devices
-from fpgaas.service.shadow import ShadowPolicy, with_shadow
 from fpgaas.service.metrics import ServiceMetrics
 from fpgaas.service.registry import ModelRegistry
 from fpgaas.service.settings import Settings
+from fpgaas.service.shadow import ShadowPolicy, with_shadow
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,18 @@ def create_app(settings: Settings) -> FpgaasApp:
         # The device workers need the GIL back within a fraction of a device call, not after
         # CPython's default 5 ms, while the event loop thread is busy parsing requests.
         sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
+        trusted = TrustedKeys.load(settings.trusted_key_paths())
+        if not trusted.keys:
+            log.warning("no trusted signing keys (FPGAAS_TRUSTED_KEYS): every artifact will be refused")
+        else:
+            log.info("trusting artifact signatures by key(s) %s", ", ".join(trusted.ids))
         devices = with_shadow(create_devices(settings), ShadowPolicy.of(settings), metrics)
         registry = await asyncio.to_thread(
-            ModelRegistry.open, settings.model_repository, devices, settings.max_batch, settings.placement
+            functools.partial(ModelRegistry.open, trusted=trusted),
+            settings.model_repository,
+            devices,
+            settings.max_batch,
+            settings.placement,
         )
         dataplane = DataPlane.start(registry, batch_policy(settings), metrics, settings.device_probe_s)
         app.state.dataplane = dataplane

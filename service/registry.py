@@ -1,8 +1,9 @@
 """The model registry: owns which models are served and the lifetime of their kernels.
 
 Repository layout: `<repository>/<name>/<version>/manifest.json`, each version directory an
-artifact. `ModelRegistry.open` verifies every artifact (sha256, via `load_artifact`) and loads
-it: a model named in the placement onto each of its devices (one replica per device), any
+artifact. `ModelRegistry.open` verifies every artifact (`verify_artifact`: the ed25519 signature of
+its manifest by a trusted key first, before any other file is opened, then every file's sha256) and
+only then loads it: a model named in the placement onto each of its devices (one replica per device), any
 other model onto one device, round-robin. An artifact no device loads is refused, logged and
 listed in `refused`, and the server still serves the others; a placed model that loads on only
 some of its devices is served by those (the others are logged). `close` closes every kernel,
@@ -18,8 +19,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fpgaas.kernels.artifact import Artifact, load_artifact
-from fpgaas.kernels.errors import ArtifactError, DeviceError, FpgaasError, ModelNotFound
+from fpgaas.kernels.artifact import Artifact
+from fpgaas.kernels.errors import (
+    ArtifactError,
+    ArtifactUntrusted,
+    DeviceError,
+    FpgaasError,
+    ModelNotFound,
+)
+from fpgaas.kernels.signing import TrustedKeys, verify_artifact
 from fpgaas.service.devices.base import Device, LoadedKernel
 
 log = logging.getLogger(__name__)
@@ -53,10 +61,12 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class RefusedArtifact:
-    """A version directory that was not served, and why."""
+    """A version directory that was not served, and why. `untrusted` is the
+    `ArtifactUntrusted.reason` (e.g. "unsigned", "bad_signature") when that was why, else None."""
 
     path: Path
     reason: str
+    untrusted: str | None = None
 
 
 def version_key(version: str) -> tuple[int, int, str]:
@@ -71,11 +81,17 @@ class ModelRegistry:
     """The models a server holds; build with `ModelRegistry.open`, end with `close`."""
 
     def __init__(
-        self, devices: Sequence[Device], placement: Mapping[str, Sequence[str]] | None = None
+        self,
+        devices: Sequence[Device],
+        placement: Mapping[str, Sequence[str]] | None = None,
+        *,
+        trusted: TrustedKeys | None = None,
     ) -> None:
+        """`trusted`: the keys whose signatures are accepted; None trusts none (refuses all)."""
         if not devices:
             raise ValueError("a registry needs at least one device")
         self._devices = list(devices)
+        self._trusted = trusted if trusted is not None else TrustedKeys({})
         self._placement = {model: list(names) for model, names in (placement or {}).items()}
         self._models: dict[str, dict[str, LoadedModel]] = {}
         self.refused: list[RefusedArtifact] = []
@@ -87,13 +103,16 @@ class ModelRegistry:
         devices: Sequence[Device],
         max_batch: int,
         placement: Mapping[str, Sequence[str]] | None = None,
+        *,
+        trusted: TrustedKeys | None = None,
     ) -> ModelRegistry:
         """Verify and load every artifact below `repository` (see the module docstring).
 
         `placement`: model name -> device names (`DeviceInfo.name`). Raises ValueError, after
-        closing the devices, when it names a device this server does not have.
+        closing the devices, when it names a device this server does not have. `trusted`: the
+        public keys artifact signatures are checked against (None: none, every artifact refused).
         """
-        registry = cls(devices, placement)
+        registry = cls(devices, placement, trusted=trusted)
         try:
             registry._check_placement()
             # Placed models first, so that round-robin never takes a card a placement names.
@@ -130,7 +149,9 @@ class ModelRegistry:
         try:
             if not (_NAME.match(name) and _NAME.match(version)):
                 raise ArtifactError("model and version names are letters, digits, '.', '_' and '-'")
-            artifact = load_artifact(version_dir)
+            # Nothing of the artifact but its manifest and signature is opened before this passes;
+            # a device only ever dlopen()s a library whose sha256 the signed manifest vouches for.
+            artifact = verify_artifact(version_dir, self._trusted)
             manifest = artifact.manifest
             if (manifest.name, manifest.version) != (name, version):
                 raise ArtifactError(
@@ -143,7 +164,8 @@ class ModelRegistry:
             )
         except FpgaasError as exc:
             log.error("refusing to serve %s: %s", version_dir, exc.message)
-            self.refused.append(RefusedArtifact(version_dir, exc.message))
+            untrusted = exc.reason if isinstance(exc, ArtifactUntrusted) else None
+            self.refused.append(RefusedArtifact(version_dir, exc.message, untrusted))
             return
         self._models.setdefault(name, {})[version] = LoadedModel(name, version, artifact, replicas)
         log.info("loaded %s version %s on %s", name, version, ", ".join(r.device.info.name for r in replicas))
@@ -186,7 +208,7 @@ class ModelRegistry:
         name, version = version_dir.parent.name, version_dir.name
         if not (_NAME.match(name) and _NAME.match(version)):
             raise ArtifactError("model and version names are letters, digits, '.', '_' and '-'")
-        artifact = load_artifact(version_dir)
+        artifact = verify_artifact(version_dir, self._trusted)
         if (artifact.manifest.name, artifact.manifest.version) != (name, version):
             raise ArtifactError(
                 f"manifest says {artifact.manifest.name!r} version {artifact.manifest.version!r} but "

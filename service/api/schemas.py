@@ -103,10 +103,15 @@ class ModelOut(BaseModel):
 class RefusedOut(BaseModel):
     path: str
     reason: str
+    untrusted: str | None = Field(
+        default=None,
+        description="why the artifact's signature was not accepted (unsigned, bad_signature, "
+        "unknown_key, hash_mismatch, missing_file, extra_file, ...), when that is why it is refused",
+    )
 
     @classmethod
     def of(cls, r: RefusedArtifact) -> RefusedOut:
-        return cls(path=str(r.path), reason=r.reason)
+        return cls(path=str(r.path), reason=r.reason, untrusted=r.untrusted)
 
 
 class ModelList(BaseModel):
