@@ -28,7 +28,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from fpgaas.kernels.builds.errors import Conflict, Forbidden, Unauthorized
 from fpgaas.kernels.builds.records import BuildOptions, BuildRecord, check_name
-from fpgaas.kernels.errors import BadInput, ModelNotFound, NotReady
+from fpgaas.kernels.errors import BadInput, FpgaasError, ModelNotFound, NotReady
+from fpgaas.kernels.model_file import inspect_model_file
 from fpgaas.service.api.upload import Upload, receive_upload
 from fpgaas.service.auth import admin_token_ok, bearer
 from fpgaas.service.buildservice import BuildService
@@ -100,6 +101,15 @@ def _options(fields: dict[str, str]) -> tuple[str | None, BuildOptions]:
     return version, options
 
 
+def _inspect(received: Upload, max_bytes: int) -> None:
+    try:
+        inspect_model_file(received.path, max_bytes=max_bytes)
+    except FpgaasError as exc:  # name the file as the user sent it, not the store's key
+        exc.message = exc.message.replace(received.path.name, received.filename)
+        exc.args = (exc.message,)
+        raise
+
+
 def _view(record: BuildRecord) -> dict[str, Any]:
     return {**record.to_json(), "log": f"/builds/{record.id}/log"}
 
@@ -116,6 +126,9 @@ async def upload(name: str, request: Request, builds: Builds) -> JSONResponse:
         settings.max_upload_bytes,
     )
     try:
+        # Read as data only (no Keras, nothing in the file runs): a Lambda, a custom object, a
+        # traversal or a zip bomb is refused here, before anything is queued.
+        await asyncio.to_thread(_inspect, received, settings.max_upload_bytes)
         version, options = _options(received.fields)
         if version is not None:
             check_name(version, "version")
