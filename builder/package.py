@@ -138,6 +138,8 @@ def seal(
             xclbin=xclbin.xclbin,
             xclbin_status=xclbin.status,
             xclbin_command=list(xclbin.commands),
+            awsxclbin=xclbin.awsxclbin,
+            agfi_id=xclbin.agfi_id,
         ),
         engine=engine.engine,
         engine_note=engine.note,

@@ -22,7 +22,7 @@ from fpgaas.builder.engine import choose_engine
 from fpgaas.builder.kernel import write_kernel
 from fpgaas.builder.load import scan_model
 from fpgaas.builder.settings import BuilderSettings
-from fpgaas.builder.synthesize import DEFAULT_PLATFORM, synthesize
+from fpgaas.builder.synthesize import DEFAULT_PLATFORM, resolve_platform, synthesize
 from fpgaas.kernels.artifact import Artifact
 from fpgaas.kernels.errors import BadInput, BuildError
 from fpgaas.kernels.signing import TrustedKeys, load_private_key, verify_artifact
@@ -68,6 +68,8 @@ def build(
     model_path, out = Path(model_path).absolute(), Path(out).absolute()
     key = Path(signing_key if signing_key is not None else BuilderSettings().signing_key()).absolute()
     signer = load_private_key(key)  # a missing or wrong key fails now, not after an hour of v++
+    platform = resolve_platform(platform)  # "aws-f1" -> the F1 platform; F2 refused before any work
+    afi_target = BuilderSettings().afi_target()
     if not model_path.is_file():
         raise BadInput(f"model file {model_path} does not exist", field="model")
     root = package.staging_dir(out)
@@ -99,7 +101,9 @@ def build(
             engine = choose_engine(root / "hls", project, twin)
             say(f"engine: {engine.engine} ({engine.note})")
         with _stage(say, "synthesize (v++)"):
-            xclbin = synthesize(root, name=name, platform=platform, project=project, logs=logs)
+            xclbin = synthesize(
+                root, name=name, platform=platform, project=project, logs=logs, afi_target=afi_target
+            )
         if xclbin.xclbin is None:
             say(f"no xclbin: {xclbin.status}; on a Vitis host run, from a copy of the artifact:")
             for line in xclbin.commands:

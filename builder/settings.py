@@ -12,13 +12,15 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fpgaas.builder.afi import AfiTarget
 from fpgaas.kernels.signing import PRIVATE_KEY_NAME, ensure_keypair
 
 log = logging.getLogger("fpgaas.builder")
 
 
 class BuilderSettings(BaseSettings):
-    """`FPGAAS_SIGNING_KEY_FILE` and `FPGAAS_STATE_DIR`; other `FPGAAS_*` variables are the server's."""
+    """`FPGAAS_SIGNING_KEY_FILE`, `FPGAAS_STATE_DIR` and the AWS F1 AFI target (`FPGAAS_AFI_S3_BUCKET`,
+    `FPGAAS_AFI_S3_PREFIX`, `FPGAAS_AWS_REGION`); other `FPGAAS_*` variables are the server's."""
 
     model_config = SettingsConfigDict(env_prefix="FPGAAS_", extra="ignore", frozen=True)
 
@@ -28,6 +30,17 @@ class BuilderSettings(BaseSettings):
         "cluster); unset: <state_dir>/keys/signing.key, generated on first use",
     )
     state_dir: Path = Field(default=Path(".fpgaas"), description="where the embedded default key lives")
+    afi_s3_bucket: str | None = Field(
+        default=None, description="AWS F1 only: S3 bucket the AFI step uploads the design checkpoint to"
+    )
+    afi_s3_prefix: str = Field(default="fpgaas", description="AWS F1 only: key prefix in that bucket")
+    aws_region: str = Field(default="us-east-1", description="AWS F1 only: region of the AFI")
+
+    def afi_target(self) -> AfiTarget | None:
+        """Where the AWS F1 AFI step goes, or None when no bucket is configured."""
+        if self.afi_s3_bucket is None:
+            return None
+        return AfiTarget(bucket=self.afi_s3_bucket, prefix=self.afi_s3_prefix, region=self.aws_region)
 
     def signing_key(self) -> Path:
         """The private key file to sign with; the embedded default pair is made when absent."""

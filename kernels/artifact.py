@@ -68,6 +68,8 @@ class Binaries:
     xclbin: str | None  # relative path, or None when v++ was not available
     xclbin_status: str  # "built", or why not (e.g. "v++ not on PATH")
     xclbin_command: list[str]  # shell command lines (v++ -c, v++ -l) a Vitis host runs from the artifact root
+    awsxclbin: str | None = None  # AWS F1: the .awsxclbin (relative path) made by the AFI step
+    agfi_id: str | None = None  # AWS F1: the global id of the AFI the .awsxclbin loads
 
 
 @dataclass(frozen=True)
