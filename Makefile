@@ -11,7 +11,7 @@ MODEL_NAME ?= muon-pt
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: serve test install system-packages model lint bench clean images
+.PHONY: serve test install system-packages model lint bench clean images figures
 
 # --embedded: the management API, a private PostgreSQL under .fpgaas/ (Unix socket only) and one
 # local build worker; FPGAAS_DATABASE_URL points at an external PostgreSQL instead.
@@ -54,6 +54,13 @@ bench: install model
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_pynq_stages.py
 	$(BIN)/python benchmarks/bench_http.py
+	$(BIN)/python benchmarks/bench_card_pipeline.py --artifact $(REPOSITORY)/$(MODEL_NAME)/1
+
+# The source paper's Fig. 1 (per-stage latency, PYNQ path vs XRT path, on emulated cards) and
+# Fig. 2 (muon pT resolution: NN vs L1 baseline, fixed-point kernel vs float), under docs/figures.
+figures: install model
+	$(BIN)/python benchmarks/fig1_stage_latency.py --artifact $(REPOSITORY)/$(MODEL_NAME)/1 --out docs/figures
+	PYTHONPATH=. $(BIN)/python benchmarks/fig2_resolution.py --model $(MODEL) --work-dir $(REPOSITORY) --out docs/figures
 
 # The server, builder and client images, built for real with buildah (chroot isolation) on a
 # debootstrap'd Debian base, then smoke-tested in their own rootfs; see docker/images.sh, docs/deploy.md.

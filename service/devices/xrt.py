@@ -152,10 +152,10 @@ class XrtKernel(KernelRunMixin):
             ti = time.perf_counter()
             np.copyto(slot.x_host[:k], x[first:end], casting="same_kind")
             self._guard("DMA sync to the device failed", slot.x_bo.sync, to_card, k * self._n_in * 4, 0)
+            started = time.perf_counter()
+            t_in += started - ti  # starting the run is the kernel stage's, as in the paper
             slot.run.set_arg(2, k)
             self._guard("kernel start failed", slot.run.start)
-            started = time.perf_counter()
-            t_in += started - ti
             in_flight.append((slot, first, end, started))
         while in_flight:
             t_out += self._finish(*in_flight.popleft(), out)
