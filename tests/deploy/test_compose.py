@@ -44,7 +44,7 @@ def test_it_runs_server_worker_database_prometheus_and_grafana(compose: dict[str
     assert set(compose["services"]) == {"server", "worker", "postgres", "prometheus", "grafana"}
     assert compose["services"]["server"]["command"] == ["serve"]
     assert compose["services"]["worker"]["command"] == ["worker"]
-    for command in ("serve",):  # the images' entry point knows it (worker: when issue 9's CLI lands)
+    for command in ("serve", "worker"):  # the images' entry point knows both
         with pytest.raises(SystemExit) as done:
             parser().parse_args([command, "--help"])
         assert done.value.code == 0, command
