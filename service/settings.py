@@ -46,13 +46,6 @@ class Settings(BaseSettings):
         description="TCP port of the gRPC front end (KServe v2 / Triton, what SONIC speaks), on the "
         "same host; 0: no gRPC",
     )
-    grpc_port: int = Field(
-        default=8001,
-        ge=0,
-        le=65535,
-        description="TCP port of the gRPC front end (KServe v2 / Triton, what SONIC speaks), on the "
-        "same host; 0: no gRPC",
-    )
     device: DeviceKind = Field(default="emulated", description="which Device implementation runs the kernels")
     pynq_emulated_cards: int = Field(
         default=0,
