@@ -66,13 +66,20 @@ class Settings(BaseSettings):
         "(no XRT needed) instead of XRT's own binding",
     )
     xrt_cards: list[int] | None = Field(
-        default=None, description="with device=xrt: card indices to open (JSON, e.g. [0, 2]); default every card"
+        default=None,
+        description="with device=xrt: card indices to open (JSON, e.g. [0, 2]); default every card",
     )
     xrt_compute_units: int = Field(
-        default=1, ge=1, le=64, description="with device=xrt: compute units the xclbins hold (v++ nk=fpgaas_kernel:N)"
+        default=1,
+        ge=1,
+        le=64,
+        description="with device=xrt: compute units the xclbins hold (v++ nk=fpgaas_kernel:N)",
     )
     xrt_buffer_sets: int = Field(
-        default=2, ge=1, le=64, description="with device=xrt: buffer sets per compute unit (runs in flight per CU)"
+        default=2,
+        ge=1,
+        le=64,
+        description="with device=xrt: buffer sets per compute unit (runs in flight per CU)",
     )
     xrt_run_rows: int | None = Field(
         default=None,
@@ -95,7 +102,9 @@ class Settings(BaseSettings):
         default="keep-serving",
         description="after a shadow mismatch: keep-serving (the card is marked suspect) or drain (no new requests)",
     )
-    shadow_seed: int = Field(default=0, ge=0, description="seed of the shadow sampling (reproducible choices)")
+    shadow_seed: int = Field(
+        default=0, ge=0, description="seed of the shadow sampling (reproducible choices)"
+    )
     # Device names are only known once the devices are open, so the registry checks them.
     placement: dict[str, list[str]] = Field(
         default_factory=dict,
