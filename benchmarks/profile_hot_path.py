@@ -137,6 +137,9 @@ async def _main(args: argparse.Namespace) -> None:
     print("\n| fpgaas, cProfile by module | share of its time |\n|---|---:|")
     for name, share in _groups(profile):
         print(f"| {name} | {share * 100:.1f} % |")
+    if args.top:
+        print()
+        pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
 
 
 def main() -> None:
@@ -144,6 +147,7 @@ def main() -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--trusted-keys", type=Path, action="append", help="public key file or directory")
     parser.add_argument("--requests", type=int, default=3000, help="requests per round")
+    parser.add_argument("--top", type=int, default=0, help="also print the N functions with most own time")
     uvloop.install()
     asyncio.run(_main(parser.parse_args()))
 

@@ -23,6 +23,7 @@ from fpgaas.kernels.signing import TrustedKeys
 from fpgaas.service import card_metrics
 from fpgaas.service.api import management, predict, routers
 from fpgaas.service.api.asgi import Receive, Scope, Send
+from fpgaas.service.api.body_parsers import BodyParsers
 from fpgaas.service.api.errors import install_error_handlers
 from fpgaas.service.api.front import FrontDoor
 from fpgaas.service.api.v2 import infer as v2_infer
@@ -69,6 +70,7 @@ class FpgaasApp(FastAPI):
 def create_app(settings: Settings) -> FpgaasApp:
     """A new app serving `settings.model_repository`; nothing is loaded until its lifespan starts."""
     metrics = ServiceMetrics(CollectorRegistry())
+    parsers = BodyParsers(settings.json_parse_processes, settings.json_process_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +82,7 @@ def create_app(settings: Settings) -> FpgaasApp:
             log.warning("no trusted signing keys (FPGAAS_TRUSTED_KEYS): every artifact will be refused")
         else:
             log.info("trusting artifact signatures by key(s) %s", ", ".join(trusted.ids))
+        parsers.start()
         devices = with_shadow(create_devices(settings), ShadowPolicy.of(settings), metrics)
         registry = await asyncio.to_thread(
             functools.partial(ModelRegistry.open, trusted=trusted),
@@ -107,6 +110,7 @@ def create_app(settings: Settings) -> FpgaasApp:
             metrics.registry.unregister(cards)
             app.state.dataplane = None
             await dataplane.close()
+            parsers.close()
             log.info("all accepted requests answered; kernels and devices closed")
 
     app = FpgaasApp(
@@ -129,6 +133,7 @@ def create_app(settings: Settings) -> FpgaasApp:
         functools.partial(FastAPI.__call__, app),
         state=app.state,
         metrics=metrics,
+        parsers=parsers,
         max_body_bytes=settings.max_body_bytes,
     )
     _document_hot_routes(app)

@@ -140,6 +140,19 @@ class Settings(BaseSettings):
         ge=1024,
         description="largest request body, bytes, as sent and (Content-Encoding) once inflated",
     )
+    json_parse_processes: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="parser processes for large JSON bodies (orjson and pydantic hold the GIL: on a "
+        "thread a 15 MB body stalls every other request ~150 ms); 0: parse them on a thread",
+    )
+    json_process_bytes: int = Field(
+        default=1024 * 1024,
+        ge=64 * 1024,
+        description="JSON bodies of at least this many bytes go to a parser process (smaller ones "
+        "over 64 KiB to a thread, the rest are parsed on the event loop)",
+    )
     read_timeout_s: float = Field(
         default=10.0,
         gt=0,

@@ -31,6 +31,7 @@ from fpgaas.service.api.asgi import (
     Scope,
     Send,
 )
+from fpgaas.service.api.body_parsers import BodyParsers
 from fpgaas.service.api.errors import classify, count, fpgaas_body, v2_body
 from fpgaas.service.api.v2 import infer as v2_infer
 from fpgaas.service.auth import bearer, inference_token_ok
@@ -47,8 +48,17 @@ _V2_INFER_VERSION_ROUTE = v2_infer.PATHS[1]
 class FrontDoor:
     """ASGI middleware: the hot routes and the request metrics of every route."""
 
-    def __init__(self, app: ASGIApp, *, state: object, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        state: object,
+        metrics: ServiceMetrics,
+        parsers: BodyParsers,
+        max_body_bytes: int,
+    ) -> None:
         self.app = app
+        self._parsers = parsers
         self._state = state  # the app's state: `dataplane` is set by the lifespan
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
@@ -91,9 +101,11 @@ class FrontDoor:
             if dataplane is None:
                 raise NotReady("the server is still loading its models")
             if v2_target is None:
-                answer = await predict.predict(call, dataplane, self._max_body_bytes)
+                answer = await predict.predict(call, dataplane, self._parsers, self._max_body_bytes)
             else:
-                answer = await v2_infer.infer(call, dataplane, self._max_body_bytes, *v2_target)
+                answer = await v2_infer.infer(
+                    call, dataplane, self._parsers, self._max_body_bytes, *v2_target
+                )
         except ClientDisconnected:
             self._disconnected(route)
             return

@@ -3,17 +3,17 @@
 A hot route (served by `fpgaas.service.api.front` without FastAPI): decode -> dataplane ->
 encode. JSON `{"model"?, "version"?, "inputs": [[...], ...]}` -> `{"model", "version",
 "device", "outputs"}`; `application/octet-stream` float32 rows (model in the query string) ->
-float32 rows with headers X-Model, X-Model-Version, X-Device, X-Output-Shape. JSON bodies over
-`OFF_LOOP_BYTES` are parsed on a worker thread so that one large body never stalls the others.
+float32 rows with headers X-Model, X-Model-Version, X-Device, X-Output-Shape. Large JSON bodies
+are parsed off the event loop (`BodyParsers`) so that one large body never stalls the others.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fpgaas.kernels.errors import BadInput
 from fpgaas.service.api.asgi import Answer, HttpCall
+from fpgaas.service.api.body_parsers import BodyParsers
 from fpgaas.service.api.payload import (
     JSON,
     OCTET_STREAM,
@@ -28,10 +28,9 @@ from fpgaas.service.api.schemas import ErrorResponse, PredictRequest, PredictRes
 from fpgaas.service.dataplane import DataPlane
 
 PATH = "/predict"
-OFF_LOOP_BYTES = 64 * 1024  # parsing this much JSON takes ~0.3 ms: worth a thread hop beyond
 
 
-async def predict(call: HttpCall, dataplane: DataPlane, max_body_bytes: int) -> Answer:
+async def predict(call: HttpCall, dataplane: DataPlane, parsers: BodyParsers, max_body_bytes: int) -> Answer:
     content_type = media_type(call.header(b"content-type"))
     require_media_type(content_type, (JSON, OCTET_STREAM))
     query = call.query()
@@ -51,10 +50,7 @@ async def predict(call: HttpCall, dataplane: DataPlane, max_body_bytes: int) -> 
         )
         return Answer(200, outputs.astype(WIRE_DTYPE, copy=False).tobytes(), OCTET_STREAM, headers)
 
-    if len(body) > OFF_LOOP_BYTES:
-        parsed = await asyncio.to_thread(parse_json_predict, body)
-    else:
-        parsed = parse_json_predict(body)
+    parsed = await parsers.run(parse_json_predict, body)
     for name, in_body, in_query in (("model", parsed.model, model), ("version", parsed.version, version)):
         if in_body is not None and in_query is not None and in_body != in_query:
             raise BadInput(f"{name} is {in_body!r} in the body but {in_query!r} in the query", field=name)

@@ -99,6 +99,16 @@ def decode(body: bytes, header_length: str | None, model: str, shapes: InputShap
     return DecodedRequest(request, tensors)
 
 
+def decode_detached(
+    body: bytes, header_length: str | None, model: str, shapes: InputShapes
+) -> DecodedRequest:
+    """`decode`, with each input's JSON `data` dropped from the header once it is a tensor: what
+    a parser process sends back (a list of Python floats costs more to unpickle than to parse)."""
+    decoded = decode(body, header_length, model, shapes)
+    inputs = [item.model_copy(update={"data": None}) for item in decoded.request.inputs]
+    return DecodedRequest(decoded.request.model_copy(update={"inputs": inputs}), decoded.tensors)
+
+
 def wants_binary(request: InferenceRequest, output_parameters: Parameters) -> bool:
     """Whether one output goes back as binary: its own `binary_data` wins over the request's."""
     choice = output_parameters.get("binary_data", request.parameters.get("binary_data_output", False))

@@ -7,18 +7,16 @@ documented in OpenAPI by `openapi()`.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
 
 from fpgaas.service.api.asgi import Answer, HttpCall
+from fpgaas.service.api.body_parsers import BodyParsers
 from fpgaas.service.api.payload import JSON, OCTET_STREAM, media_type, require_media_type
 from fpgaas.service.api.v2 import codec, datatypes, tensors
 from fpgaas.service.api.v2.schemas import inference_request_schema
 from fpgaas.service.dataplane import DataPlane
-
-OFF_LOOP_BYTES = 64 * 1024  # as /predict: larger JSON is decoded on a worker thread
 
 
 def match(path: str) -> tuple[str, str | None] | None:
@@ -34,7 +32,12 @@ def match(path: str) -> tuple[str, str | None] | None:
 
 
 async def infer(
-    call: HttpCall, dataplane: DataPlane, max_body_bytes: int, model: str, version: str | None
+    call: HttpCall,
+    dataplane: DataPlane,
+    parsers: BodyParsers,
+    max_body_bytes: int,
+    model: str,
+    version: str | None,
 ) -> Answer:
     require_media_type(media_type(call.header(b"content-type")), (JSON, OCTET_STREAM))
     handle = dataplane.resolve(model, version)
@@ -42,10 +45,7 @@ async def infer(
     body = await call.body(max_body_bytes)
     shapes = {t.name: t.shape for t in handle.inputs}
     header_length = call.header(b"inference-header-content-length")
-    if len(body) > OFF_LOOP_BYTES:
-        decoded = await asyncio.to_thread(codec.decode, body, header_length, handle.name, shapes)
-    else:
-        decoded = codec.decode(body, header_length, handle.name, shapes)
+    decoded = await parsers.run(codec.decode_detached, body, header_length, handle.name, shapes)
     rows = tensors.rows_from_inputs(handle, decoded)
     plan = tensors.plan_outputs(handle, decoded.request)
     result = await dataplane.infer(handle, rows)
