@@ -124,8 +124,7 @@ def create_app(settings: Settings) -> FpgaasApp:
     app.state.dataplane = None
     app.state.builds = None
     install_error_handlers(app, metrics)
-    if settings.management:  # first: its repository index replaces the loaded-only one of v2
-        app.include_router(management.index_router)
+    if settings.management:
         app.include_router(management.router)
     for router in routers:
         app.include_router(router)

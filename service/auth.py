@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import hmac
 
+from fpgaas.kernels.builds.errors import Forbidden, Unauthorized
 from fpgaas.service.settings import Settings
 
 
 def admin_token_ok(settings: Settings, presented: str | None) -> bool:
     """Whether `presented` (the bearer token sent, None if none) may use the management routes."""
     return _token_ok(settings.admin_token.get_secret_value() if settings.admin_token else None, presented)
+
+
+def check_admin(settings: Settings, presented: str | None) -> None:
+    """The management rule, for every front: Unauthorized (401; gRPC UNAUTHENTICATED) when no
+    bearer token was sent, Forbidden (403; gRPC PERMISSION_DENIED) when it is not the admin token."""
+    if admin_token_ok(settings, presented):
+        return
+    if presented is None:
+        raise Unauthorized("this needs Authorization: Bearer <FPGAAS_ADMIN_TOKEN>", field="Authorization")
+    raise Forbidden("the bearer token is not the admin token", field="Authorization")
 
 
 def inference_token_ok(settings: Settings, presented: str | None) -> bool:

@@ -7,10 +7,12 @@ Triton's model-repository extension where it fits (`/v2/repository/...`), plus u
     GET    /builds/{id}                    state, stage, progress, per-stage seconds, worker, error, manifest
     GET    /builds/{id}/log                the build log; follows it while the build runs (?follow=false: not)
     DELETE /builds/{id}                    cancel (202 while the worker stops it)
-    POST   /v2/repository/index            every version: READY / UNAVAILABLE / LOADING / BUILDING + reason
     POST   /v2/repository/models/{m}/load  (?version=) load again (also a refused one)
     POST   /v2/repository/models/{m}/unload (?version=) unload; accepted requests are answered first
     DELETE /models/{name}/versions/{v}     retire: unloaded everywhere, files kept unless ?purge=true
+
+`POST /v2/repository/index` (every version: READY / UNAVAILABLE / LOADING / BUILDING + reason)
+needs no token and is the v2 router's, which asks `fpgaas.service.api.repository` as gRPC does.
 
 Load, unload and retire are stored in the database, so every server replica converges on them;
 this server answers once it has converged itself.
@@ -26,12 +28,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from fpgaas.kernels.builds.errors import Conflict, Forbidden, Unauthorized
+from fpgaas.kernels.builds.errors import Conflict
 from fpgaas.kernels.builds.records import BuildOptions, BuildRecord, check_name
 from fpgaas.kernels.errors import BadInput, FpgaasError, ModelNotFound, NotReady
 from fpgaas.kernels.model_file import inspect_model_file
 from fpgaas.service.api.upload import Upload, receive_upload
-from fpgaas.service.auth import admin_token_ok, bearer
+from fpgaas.service.auth import bearer, check_admin
 from fpgaas.service.buildservice import BuildService
 from fpgaas.service.settings import Settings
 
@@ -42,14 +44,7 @@ _CONVERGE_TIMEOUT_S = 120.0
 def require_admin(request: Request) -> None:
     """401 without a bearer token, 403 with a wrong one (none needed when none is configured)."""
     settings: Settings = request.app.state.settings
-    presented = bearer(request.headers.get("authorization"))
-    if admin_token_ok(settings, presented):
-        return
-    if presented is None:
-        raise Unauthorized(
-            "this route needs Authorization: Bearer <FPGAAS_ADMIN_TOKEN>", field="Authorization"
-        )
-    raise Forbidden("the bearer token is not the admin token", field="Authorization")
+    check_admin(settings, bearer(request.headers.get("authorization")))
 
 
 def get_builds(request: Request) -> BuildService:
@@ -61,8 +56,6 @@ def get_builds(request: Request) -> BuildService:
 
 Builds = Annotated[BuildService, Depends(get_builds)]
 router = APIRouter(tags=["management"], dependencies=[Depends(require_admin)])
-# Reading the index changes nothing: like Triton's, it needs no admin token.
-index_router = APIRouter(tags=["management"])
 
 
 def _options(fields: dict[str, str]) -> tuple[str | None, BuildOptions]:
@@ -191,27 +184,6 @@ async def build_log(build_id: int, builds: Builds, follow: bool = True) -> Strea
             await asyncio.sleep(_LOG_POLL_S)
 
     return StreamingResponse(tail(), media_type="text/plain; charset=utf-8")
-
-
-@index_router.post("/v2/repository/index", summary="Every model version and its state")
-async def repository_index(builds: Builds) -> list[dict[str, str]]:
-    states = [
-        {"name": s.name, "version": s.version, "state": s.state, "reason": s.reason}
-        for s in builds.sync.states()
-    ]
-    known = {(s["name"], s["version"]) for s in states}
-    for record in await builds.queue.table.unfinished():
-        if (record.name, record.version) not in known:
-            stage = f", {record.stage}" if record.stage else ""
-            states.append(
-                {
-                    "name": record.name,
-                    "version": record.version,
-                    "state": "BUILDING",
-                    "reason": f"build {record.id} {record.state.value}{stage}",
-                }
-            )
-    return sorted(states, key=lambda s: (s["name"], s["version"]))
 
 
 def _versions(builds: BuildService, model: str, version: str | None) -> list[str]:

@@ -7,14 +7,15 @@ INVALID_ARGUMENT, UNAVAILABLE with retry-after on overload, DEADLINE_EXCEEDED fo
 past its deadline), counted in `fpgaas_errors_total` as HTTP errors are. A client whose own
 deadline passes is cancelled by grpc; its rows not yet sent to the card are dropped.
 
-    ServerLive / ServerReady / ModelReady     the dataplane's live / ready / device health
+    ServerLive / ServerReady                  the dataplane's live / ready
     ServerMetadata / ModelMetadata            as GET /v2 and GET /v2/models/{m}
     ModelConfig                               `config.model_config` (as GET .../config)
     ModelInfer                                `codec.decode` -> DataPlane.infer -> `codec.encode`
     ModelStreamInfer                          each request answered as it completes, by id
     ModelStatistics                           `fpgaas.service.statistics` (as GET .../stats)
-    RepositoryIndex                           as POST /v2/repository/index
-    RepositoryModelLoad / Unload              admin token (`authorization: Bearer`) first, then
+    ModelReady / RepositoryIndex              `fpgaas.service.api.repository`, as HTTP answers them
+    RepositoryModelLoad / Unload              admin token (`authorization: Bearer`: none is
+                                              UNAUTHENTICATED, a wrong one PERMISSION_DENIED) first, then
                                               the management API's load / unload (as POST
                                               /v2/repository/models/{m}/load|unload; optional
                                               string parameter `version`); without the
@@ -32,12 +33,14 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from fpgaas.kernels.builds.errors import Unauthorized
 from fpgaas.kernels.errors import BadInput, FpgaasError, ModelNotFound, NotReady
 from fpgaas.service import auth
+from fpgaas.service.api import repository
 from fpgaas.service.api.errors import classify, count, grpc_status, v2_message
 from fpgaas.service.api.grpc import codec, config
 from fpgaas.service.api.grpc.protos import SERVICE_NAME, service_pb2, service_pb2_grpc
@@ -46,15 +49,13 @@ from fpgaas.service.dataplane import DataPlane, ModelHandle
 from fpgaas.service.metrics import ServiceMetrics
 from fpgaas.service.settings import Settings
 
+if TYPE_CHECKING:
+    from fpgaas.service.buildservice import BuildService
+
 log = logging.getLogger(__name__)
 
 INFER_ROUTE = f"/{SERVICE_NAME}/ModelInfer"
 STREAM_ROUTE = f"/{SERVICE_NAME}/ModelStreamInfer"
-
-
-class Unauthorized(FpgaasError):
-    status_code = 401
-    code = "unauthorized"
 
 
 class NotImplementedHere(FpgaasError):
@@ -81,10 +82,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            model = self._dataplane().model(request.name, request.version or None)
+            ready = await repository.model_ready(
+                self._dataplane(), self._builds(), request.name, request.version or None
+            )
         except Exception as exc:
             await self._abort(context, exc)
-        return service_pb2.ModelReadyResponse(ready=model.device.healthy)
+        return service_pb2.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         body = metadata.server_metadata()
@@ -124,17 +127,17 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            index = metadata.repository_index(self._dataplane().models())
+            states = await repository.index(self._dataplane(), self._builds(), request.ready)
         except Exception as exc:
             await self._abort(context, exc)
         entry = service_pb2.RepositoryIndexResponse.ModelIndex
-        models = [entry(**m) for m in index if not request.ready or m["state"] == "READY"]
+        models = [entry(name=s.name, version=s.version, state=s.state, reason=s.reason) for s in states]
         return service_pb2.RepositoryIndexResponse(models=models)
 
     async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             self._admin(context)
-            builds = getattr(self._state, "builds", None)
+            builds = self._builds()
             if builds is not None:
                 await _management().load(request.model_name, builds, _version_parameter(request))
             else:
@@ -148,7 +151,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             self._admin(context)
-            builds = getattr(self._state, "builds", None)
+            builds = self._builds()
             if builds is None:
                 self._dataplane().resolve(request.model_name, _version_parameter(request))
                 raise NotImplementedHere(
@@ -248,8 +251,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             raise Unauthorized("this server needs its inference token: send authorization: Bearer <token>")
 
     def _admin(self, context: grpc.aio.ServicerContext) -> None:
-        if not auth.admin_token_ok(self._settings, _bearer(context)):
-            raise Unauthorized("repository control needs the admin token: send authorization: Bearer <token>")
+        auth.check_admin(self._settings, _bearer(context))  # UNAUTHENTICATED / PERMISSION_DENIED
+
+    def _builds(self) -> BuildService | None:
+        """The management API's build service, None on a server without it."""
+        builds: BuildService | None = getattr(self._state, "builds", None)
+        return builds
 
     async def _abort(
         self,

@@ -47,8 +47,3 @@ def model_metadata(model: ModelMetadata) -> dict[str, Any]:
         "inputs": [_tensor(t) for t in model.inputs],
         "outputs": [_tensor(t) for t in model.outputs],
     }
-
-
-def repository_index(models: list[ModelMetadata]) -> list[dict[str, Any]]:
-    """Triton's model repository index: every loaded version is READY."""
-    return [{"name": m.name, "version": m.version, "state": "READY", "reason": ""} for m in models]

@@ -7,7 +7,9 @@
     GET  /v2/models/{name}[/versions/{v}]/config          Triton's model configuration
     GET  /v2/models/{name}[/versions/{v}]/stats           Triton's statistics (every loaded version
                                                           of the model when no version is named)
-    POST /v2/repository/index                             Triton's list of models
+    POST /v2/repository/index                             Triton's repository index (body {"ready": true}
+                                                          for READY versions only), as gRPC answers it:
+                                                          `fpgaas.service.api.repository`
 
 Inference (`POST .../infer`) is a hot route served before FastAPI (`fpgaas.service.api.v2.infer`).
 Configuration and statistics are the gRPC messages (`fpgaas.service.api.grpc.config`) written
@@ -17,9 +19,12 @@ the protocol's form, an unknown `/v2` path included (404).
 
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from fpgaas.kernels.errors import BadInput
+from fpgaas.service.api import repository
 from fpgaas.service.api.deps import DataPlaneDep, SettingsDep
 from fpgaas.service.api.grpc import config
 from fpgaas.service.api.grpc.servicer import statistics_of
@@ -67,8 +72,12 @@ async def _model_metadata(
 async def _model_ready(
     request: Request, dataplane: DataPlaneDep, name: str, version: str | None = None
 ) -> Response:
-    model = _model(request, dataplane, name, version)  # an unknown model or version is a 404 error
-    return Response(status_code=200 if model.device.healthy else 400)
+    # An unknown model or version is a 404 error; one the repository holds but does not serve, 400.
+    is_ready = await repository.model_ready(
+        dataplane, getattr(request.app.state, "builds", None), name, version
+    )
+    request.state.model = name
+    return Response(status_code=200 if is_ready else 400)
 
 
 async def _model_config(
@@ -98,6 +107,21 @@ for _path in _paths("/stats"):
     router.add_api_route(_path, _model_stats, methods=["GET"], summary="Triton model statistics")
 
 
-@router.post("/repository/index", summary="Every loaded model version (Triton's repository index)")
-async def repository_index(dataplane: DataPlaneDep) -> JSONResponse:
-    return JSONResponse(metadata.repository_index(dataplane.models()))
+@router.post("/repository/index", summary="Every model version and its state (Triton's repository index)")
+async def repository_index(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
+    ready_only = _ready_flag(await request.body())
+    states = await repository.index(dataplane, getattr(request.app.state, "builds", None), ready_only)
+    return JSONResponse(repository.as_json(states))
+
+
+def _ready_flag(body: bytes) -> bool:
+    """The optional `{"ready": bool}` of an index request (an empty body is `false`)."""
+    if not body.strip():
+        return False
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"the index request is not JSON: {exc}", field="body") from exc
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("ready", False), bool):
+        raise BadInput('the index request is {"ready": true|false}', field="ready")
+    return bool(parsed.get("ready", False))

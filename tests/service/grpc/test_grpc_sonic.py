@@ -94,7 +94,7 @@ def test_repository_control_needs_the_admin_token(sonic_server: GrpcServer) -> N
             assert caught.value.status() == "StatusCode.UNAUTHENTICATED"
             with pytest.raises(InferenceServerException) as caught:
                 call(MODEL, headers={"authorization": "Bearer wrong"})
-            assert caught.value.status() == "StatusCode.UNAUTHENTICATED"
+            assert caught.value.status() == "StatusCode.PERMISSION_DENIED"
         admin = {"authorization": f"Bearer {TOKEN}"}
         client.load_model(MODEL, headers=admin)  # served already: loading it again is a no-op
         with pytest.raises(InferenceServerException) as caught:
