@@ -1,5 +1,5 @@
 """What the management API holds while the server runs: the build queue, the artifact store and
-the repository sync. Opened by the app's lifespan when `settings.management` is on.
+the repository sync, and the build-queue metrics. Opened by the app's lifespan when `settings.management` is on.
 
 The database is `settings.database_url`, or the embedded PostgreSQL under `state_dir` (which
 `fpgaas serve --embedded` / `fpgaas db start` started); the store is the model repository.
@@ -13,6 +13,7 @@ from fpgaas.kernels.builds.postgres import EmbeddedPostgres
 from fpgaas.kernels.builds.queue import ProcrastinateQueue
 from fpgaas.kernels.builds.store import DirectoryStore
 from fpgaas.service.batching import BatchPolicy
+from fpgaas.service.build_metrics import BuildMetrics
 from fpgaas.service.dataplane import DataPlane
 from fpgaas.service.hotload import RepositorySync
 from fpgaas.service.registry import ModelRegistry
@@ -29,6 +30,7 @@ class BuildService:
     queue: ProcrastinateQueue
     store: DirectoryStore
     sync: RepositorySync
+    metrics: BuildMetrics  # appended to `/metrics`, read from the builds table at each scrape
 
     @classmethod
     async def open(
@@ -43,7 +45,7 @@ class BuildService:
         # repository scan at start loaded like any other) are dropped before anything is served.
         await sync.sync()
         sync.start()
-        return cls(settings, queue, store, sync)
+        return cls(settings, queue, store, sync, BuildMetrics(queue.table))
 
     async def close(self) -> None:
         await self.sync.close()

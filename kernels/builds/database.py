@@ -10,6 +10,7 @@ so that servers and workers starting together do not race.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Final, LiteralString
 
 import psycopg
@@ -73,6 +74,50 @@ async def migrate(conninfo: str, app: App) -> None:
             await conn.execute(SCHEMA)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
+
+# The build metrics' query (`BuildTable.statistics`): per state, how many builds, and for the
+# finished ones that started, their duration (started_at -> finished_at, the last attempt)
+# counted against each histogram bound (`<=`, Prometheus' `le`) and summed.
+_STATISTICS: Final = """
+WITH builds AS (
+    SELECT state, created_at,
+           extract(epoch FROM finished_at - started_at)::double precision AS seconds
+    FROM fpgaas_builds
+)
+SELECT state,
+       count(*) AS builds,
+       count(seconds) AS timed,
+       coalesce(sum(seconds), 0)::double precision AS seconds,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::double precision AS oldest_s,
+       coalesce((SELECT array_agg(n ORDER BY bound) FROM (
+           SELECT bound, count(*) FILTER (WHERE b.seconds <= bound) AS n
+           FROM builds b, unnest(%(bounds)s::double precision[]) AS bound
+           WHERE b.state = builds.state GROUP BY bound) AS per_bound), '{}') AS le_counts
+FROM builds GROUP BY state
+"""
+
+
+@dataclass(frozen=True)
+class StateStatistics:
+    """The builds of one state: how many, and (finished ones that started) their durations."""
+
+    builds: int
+    oldest_s: float  # age of the oldest build in this state (from its creation), seconds
+    timed: int = 0  # builds with a duration
+    seconds: float = 0.0  # their durations' sum
+    le_counts: tuple[int, ...] = ()  # per histogram bound: timed builds that took <= it
+
+
+@dataclass(frozen=True)
+class BuildStatistics:
+    """`fpgaas_builds` summed up at one moment; states without a build are absent."""
+
+    bounds: tuple[float, ...]
+    states: dict[BuildState, StateStatistics] = field(default_factory=dict)
+
+    def of(self, state: BuildState) -> StateStatistics:
+        return self.states.get(state, StateStatistics(0, 0.0, le_counts=(0,) * len(self.bounds)))
 
 
 class BuildTable:
@@ -170,6 +215,22 @@ class BuildTable:
             manifest=manifest,
         )
         return bool(rows)
+
+    async def statistics(self, bounds: tuple[float, ...]) -> BuildStatistics:
+        """Builds per state and finished builds' durations against `bounds` (ascending seconds),
+        in one query (an aggregate over the table: what the build metrics export)."""
+        rows = await self._all(_STATISTICS, bounds=list(bounds))
+        states = {
+            BuildState(r["state"]): StateStatistics(
+                builds=int(r["builds"]),
+                oldest_s=max(0.0, float(r["oldest_s"])),
+                timed=int(r["timed"]),
+                seconds=float(r["seconds"]),
+                le_counts=tuple(int(n) for n in r["le_counts"]) or (0,) * len(bounds),
+            )
+            for r in rows
+        }
+        return BuildStatistics(bounds, states)
 
     async def wanted(self) -> dict[tuple[str, str], tuple[bool, bool]]:
         """(name, version) -> (wanted, retired) for every version an operator changed."""

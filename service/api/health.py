@@ -1,7 +1,9 @@
 """Probes and metrics: `GET /healthz`, `GET /readyz`, `GET /metrics`.
 
 `/metrics` is the app's registry (fpgaas_* and the card gauges) followed by Triton's
-`nv_inference_*` counters (`fpgaas.service.statistics`), which prometheus_client cannot name.
+`nv_inference_*` counters (`fpgaas.service.statistics`), which prometheus_client cannot name,
+and, with the management API on, the build-queue families (`fpgaas.service.build_metrics`),
+read from the builds table at each scrape.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fpgaas.service.api.deps import MetricsDep
 from fpgaas.service.api.schemas import Health, ReadyOut
+from fpgaas.service.buildservice import BuildService
 from fpgaas.service.dataplane import DataPlane, Readiness
 
 router = APIRouter(tags=["health"])
@@ -37,5 +40,7 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics of this server", response_class=Response)
 async def metrics(request: Request, m: MetricsDep) -> Response:
     dataplane: DataPlane | None = getattr(request.app.state, "dataplane", None)
+    builds: BuildService | None = getattr(request.app.state, "builds", None)
     triton = b"" if dataplane is None else dataplane.statistics.exposition()
-    return Response(generate_latest(m.registry) + triton, media_type=CONTENT_TYPE_LATEST)
+    queue = b"" if builds is None else await builds.metrics.exposition()
+    return Response(generate_latest(m.registry) + triton + queue, media_type=CONTENT_TYPE_LATEST)
