@@ -2,7 +2,8 @@
 
 Queries use Grafana's `$__rate_interval` and the dashboard variable `$model` (a regex over the
 loaded models' names). Metric names are the server's (`fpgaas.service.metrics`,
-`fpgaas.service.statistics` for the Triton-named `nv_inference_*`); durations in seconds unless
+`fpgaas.service.card_metrics`, `fpgaas.service.build_metrics`, `fpgaas.service.statistics` for the
+Triton-named `nv_inference_*`); durations in seconds unless
 the name says `_us`. The real-Prometheus test runs every query here against a live server.
 """
 
@@ -206,6 +207,35 @@ CARDS = RowSpec(
             "short",
             (Query("sum by (instance, card) (fpgaas_card_calls_in_flight)", "{{instance}} {{card}}"),),
         ),
+        PanelSpec(
+            "Shadow verification: rows checked on the CPU twin",
+            "rows of sampled device calls recomputed on the bit-exact twin (FPGAAS_SHADOW_FRACTION), and "
+            "sampled calls dropped because the queue or the CPU budget was full",
+            "short",
+            (
+                Query(
+                    f"sum by (model, device) (rate(fpgaas_shadow_checked_rows_total{M}[{RATE}]))",
+                    "rows/s checked {{model}} {{device}}",
+                ),
+                Query(
+                    f"sum by (model, device) (rate(fpgaas_shadow_dropped_calls_total{M}[{RATE}]))",
+                    "calls/s dropped {{model}} {{device}}",
+                ),
+            ),
+        ),
+        PanelSpec(
+            "Shadow mismatches (card suspect while > 0)",
+            "rows whose card answer differed from the twin's since the server started; any is a real "
+            "fault (wrong bitstream, another model version, a marginal card), and the card stays "
+            "suspect until its server restarts",
+            "short",
+            (
+                Query(
+                    f"sum by (instance, model, device) (fpgaas_shadow_mismatched_rows_total{M})",
+                    "{{instance}} {{model}} {{device}}",
+                ),
+            ),
+        ),
     ),
 )
 
@@ -237,4 +267,44 @@ TRITON = RowSpec(
     ),
 )
 
-ROWS: tuple[RowSpec, ...] = (TRAFFIC, DEVICE, CARDS, ERRORS, TRITON)
+# The build queue is one table shared by every server replica, and each reports the same
+# numbers (`fpgaas.service.build_metrics`): aggregate with max, never sum. Builds are rare, so
+# rates take an hour's window rather than the scrape-sized one.
+BUILDS = RowSpec(
+    "Builds",
+    (
+        PanelSpec(
+            "Build queue depth",
+            "builds waiting for a worker (queued) and being built (running)",
+            "short",
+            (Query("max by (state) (fpgaas_build_queue_builds)", "{{state}}"),),
+        ),
+        PanelSpec(
+            "Oldest queued build",
+            "how long the oldest queued build has waited for a worker (0: none queued)",
+            "s",
+            (Query("max(fpgaas_build_queue_oldest_seconds)", "oldest queued"),),
+        ),
+        PanelSpec(
+            "Builds finished in the last hour",
+            "builds that ended in the last hour, by outcome: succeeded, failed, cancelled",
+            "short",
+            (Query("max by (state) (increase(fpgaas_builds_finished_total[1h]))", "{{state}}"),),
+        ),
+        PanelSpec(
+            "Build duration percentiles (last hour)",
+            "time from a worker starting a build (its last attempt) to its end, by outcome",
+            "s",
+            tuple(
+                Query(
+                    f"histogram_quantile({q}, max by (le, state) "
+                    "(rate(fpgaas_build_duration_seconds_bucket[1h])))",
+                    f"p{round(q * 100)} {{{{state}}}}",
+                )
+                for q in (0.5, 0.95)
+            ),
+        ),
+    ),
+)
+
+ROWS: tuple[RowSpec, ...] = (TRAFFIC, DEVICE, CARDS, ERRORS, BUILDS, TRITON)

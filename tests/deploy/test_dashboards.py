@@ -76,6 +76,11 @@ def test_every_spec_panel_is_in_the_json(board: dict[str, Any]) -> None:
         ("SuperSONIC's queue time", "sum(rate(nv_inference_queue_duration_us"),
         ("each card's health", "fpgaas_card_healthy"),
         ("each card's busy fraction", "rate(fpgaas_card_busy_seconds_total"),
+        ("build-queue depth", "max by (state) (fpgaas_build_queue_builds)"),
+        ("build durations", "fpgaas_build_duration_seconds_bucket"),
+        ("failed builds", "fpgaas_builds_finished_total"),
+        ("shadow verification's checked rows", "fpgaas_shadow_checked_rows_total"),
+        ("shadow mismatches", "fpgaas_shadow_mismatched_rows_total"),
     ],
 )
 def test_dashboard_answers_the_operators_questions(board: dict[str, Any], topic: str, needle: str) -> None:

@@ -6,7 +6,11 @@ expression with a finite positive number, and the recording rules with series.
 The server runs two emulated PYNQ cards with the model on both, and an admission budget so
 small (10 µs) that concurrent requests are refused with 503: every panel, the 503 and rejection
 ones included, has something to show. A few malformed and unknown-model requests feed the error
-panels.
+panels. Shadow verification checks every device call (FPGAAS_SHADOW_FRACTION=1.0) for the
+shadow panels. The management API runs on the session's real PostgreSQL for the build panels:
+four real uploads are queued, and while the traffic runs one succeeds, one fails and one starts
+(moved on with the worker's own `BuildTable` calls: no hls4ml build, which would cost minutes of
+CPU and show nothing more).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import json
 import math
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,9 +31,16 @@ import pytest
 import yaml
 
 from deploy.dashboards import panel_queries
+from fpgaas.kernels.builds.postgres import EmbeddedPostgres
+from fpgaas.kernels.builds.records import BuildState
+from tests.fixtures.build_rows import advance
 from tests.fixtures.builds import shared_small_build
+from tests.fixtures.management import ADMIN_TOKEN, upload
+from tests.fixtures.postgres import fresh_database, postgres_cluster
 from tests.fixtures.prometheus import Prometheus, promtool, running_prometheus
 from tests.fixtures.servers import serving
+
+__all__ = ["postgres_cluster"]
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "docker" / "prometheus" / "fpgaas-rules.yml"
@@ -71,6 +83,8 @@ def test_every_alert_the_deployment_needs_is_defined_and_unit_tested() -> None:
         "FpgaasHigh503Rate",
         "FpgaasLatencyBudgetExceeded",
         "FpgaasNoReadyServer",
+        "FpgaasBuildsFailing",
+        "FpgaasCardShadowMismatch",
     } <= alerts
     tested = {
         case["alertname"]
@@ -120,27 +134,49 @@ def _finite(result: list[dict[str, Any]]) -> list[float]:
     return [v for v in (float(sample["value"][1]) for sample in result) if math.isfinite(v)]
 
 
+def _builds_during_traffic(conninfo: str, ids: list[int]) -> None:
+    """Queued builds move on while the traffic runs, so that the hour-window build panels see
+    a change: one succeeds after ~2 s, one fails, one starts; the others stay queued."""
+    time.sleep(1.0)
+    advance(conninfo, ids[0], BuildState.RUNNING, BuildState.SUCCEEDED, hold_s=2.0)
+    advance(conninfo, ids[1], BuildState.RUNNING, BuildState.FAILED, hold_s=0.5)
+    advance(conninfo, ids[2], BuildState.RUNNING)
+
+
 @pytest.fixture(scope="module")
-def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus, float, Counter[int]]]:
+def watched(
+    tmp_path_factory: pytest.TempPathFactory, postgres_cluster: EmbeddedPostgres
+) -> Iterator[tuple[Prometheus, float, Counter[int]]]:
     """(Prometheus, the time traffic ended, the statuses it got) after TRAFFIC_S of traffic."""
     built = shared_small_build(tmp_path_factory)
     repository = tmp_path_factory.mktemp("prometheus-repo")
     shutil.copytree(built.artifact.path, repository / "small" / built.artifact.manifest.version)
+    conninfo = fresh_database(postgres_cluster)
     with serving(
         model_repository=repository,
         device="pynq",
         pynq_emulated_cards=2,
         placement={"small": ["pynq-0", "pynq-1"]},
         max_queue_delay_ms=0.01,
+        shadow_fraction=1.0,
+        management=True,
+        database_url=conninfo,
+        state_dir=tmp_path_factory.mktemp("prometheus-state"),
+        admin_token=ADMIN_TOKEN,
         grpc_port=0,
     ) as url:
+        h5 = built.artifact.path / "model" / "small.h5"
+        ids = [upload(url, h5, "small").json()["id"] for _ in range(4)]
         target = url.removeprefix("http://")
         with running_prometheus(tmp_path_factory.mktemp("prometheus"), [target], rule_files=[RULES]) as prom:
             deadline = time.monotonic() + 30
             while prom.targets_up() < 1:
                 assert time.monotonic() < deadline, "prometheus never scraped the server"
                 time.sleep(0.2)
+            builds = threading.Thread(target=_builds_during_traffic, args=(conninfo, ids))
+            builds.start()
             statuses = asyncio.run(_traffic(url, TRAFFIC_S))
+            builds.join()
             ended = time.time()
             time.sleep(2.5)  # the last scrapes and rule evaluations after the traffic
             yield prom, ended, statuses
@@ -230,7 +266,7 @@ def test_recording_rules_produce_series(watched: tuple[Prometheus, float, Counte
 
 def test_alerts_see_the_refusals_and_no_sick_card(watched: tuple[Prometheus, float, Counter[int]]) -> None:
     """The 503 ratio is far over 5 %: its alert is pending (it fires after 5 minutes); no card
-    alert, no missing-server alert."""
+    alert (unhealthy or shadow mismatch), no missing-server alert; the failed build fires."""
     prom, ended, _statuses = watched
     [ratio] = prom.query("fpgaas:http_503:ratio_5m", at=ended)
     alerts = {alert["labels"]["alertname"]: alert["state"] for alert in prom.alerts()}
@@ -238,3 +274,27 @@ def test_alerts_see_the_refusals_and_no_sick_card(watched: tuple[Prometheus, flo
     if float(ratio["value"][1]) > 0.05:
         assert alerts.get("FpgaasHigh503Rate") == "pending", alerts
     assert "FpgaasCardUnhealthy" not in alerts and "FpgaasNoReadyServer" not in alerts, alerts
+    assert "FpgaasCardShadowMismatch" not in alerts, alerts
+    assert alerts.get("FpgaasBuildsFailing") == "firing", alerts
+
+
+def test_shadow_verification_checked_rows_on_both_cards_and_found_none_wrong(
+    watched: tuple[Prometheus, float, Counter[int]],
+) -> None:
+    prom, ended, _statuses = watched
+    checked = prom.query("sum by (device) (fpgaas_shadow_checked_rows_total)", at=ended)
+    assert {s["metric"]["device"] for s in checked if float(s["value"][1]) > 0} == {"pynq-0", "pynq-1"}
+    wrong = prom.query("sum(fpgaas_shadow_mismatched_rows_total)", at=ended)
+    assert [float(s["value"][1]) for s in wrong] == [0.0]
+
+
+def test_the_build_queue_is_seen_once_per_state(watched: tuple[Prometheus, float, Counter[int]]) -> None:
+    prom, ended, _statuses = watched
+    depth = prom.query("max by (state) (fpgaas_build_queue_builds)", at=ended)
+    assert {s["metric"]["state"]: float(s["value"][1]) for s in depth} == {"queued": 1.0, "running": 1.0}
+    finished = prom.query("max by (state) (fpgaas_builds_finished_total)", at=ended)
+    assert {s["metric"]["state"]: float(s["value"][1]) for s in finished} == {
+        "succeeded": 1.0,
+        "failed": 1.0,
+        "cancelled": 0.0,
+    }
