@@ -70,6 +70,7 @@ class BatchPolicy:
 @dataclass(eq=False)
 class _Request:
     x: np.ndarray  # float32 (n, n_inputs)
+    n: int  # rows, x.shape[0]
     future: asyncio.Future[np.ndarray]
     enqueued: float  # loop.time()
     admitted: float = 0.0  # perf_counter(): uvloop's loop.time() counts whole milliseconds
@@ -77,10 +78,6 @@ class _Request:
     sent: int = 0  # rows handed to the device
     answered: int = 0  # rows whose outputs are in `out`
     finished: bool = False  # rows released from the queue bound
-
-    @property
-    def n(self) -> int:
-        return int(self.x.shape[0])
 
 
 _Slice = tuple[_Request, int, int]  # request, first row, end row
@@ -116,11 +113,13 @@ class _CallCost:
         self._full_s = max(full_s, one_s)
         self._weight = weight
         self._by_class: dict[int, float] = {}
+        self.ceiling_s = self._full_s  # no call of at most max_batch rows is priced higher
 
     def add(self, n: int, seconds: float) -> None:
         k = n.bit_length()
         seen = self._by_class.get(k)
         self._by_class[k] = seconds if seen is None else seen + self._weight * (seconds - seen)
+        self.ceiling_s = max(self._full_s, *self._by_class.values())
 
     def seconds(self, n: int) -> float:
         seen = self._by_class.get(n.bit_length())
@@ -249,7 +248,11 @@ class Batcher:
         n = int(x.shape[0])
         self._admit(n)
         request = _Request(
-            x=x, future=self._loop.create_future(), enqueued=self._loop.time(), admitted=time.perf_counter()
+            x=x,
+            n=n,
+            future=self._loop.create_future(),
+            enqueued=self._loop.time(),
+            admitted=time.perf_counter(),
         )
         self._queue.append(request)
         self._unsent += n
@@ -284,7 +287,10 @@ class Batcher:
                 f"{policy.max_queue_rows}",
                 retry_after_s=policy.retry_after_s,
             )
-        if self._accepted:  # an empty queue always admits: its wait is one call
+        # An empty queue always admits: its wait is one call. Rows that fit in the budget even at
+        # the dearest call price are admitted without pricing them (the common case).
+        rows = self._accepted + n
+        if self._accepted and -(-rows // self._max_batch) * self._cost.ceiling_s > policy.max_queue_delay_s:
             wait = self.expected_wait_s(n)
             if wait > policy.max_queue_delay_s:
                 raise Overloaded(
@@ -421,9 +427,12 @@ class Batcher:
     def _record(call: _Call, stages: StageTimes, stats: ModelStatistics) -> None:
         """Triton's statistics of one successful call: the call, and each request still waiting."""
         stats.executed(int(call.x.shape[0]), stages)
+        rode = finished = 0
         for request, _, end in call.slices:
             if not request.future.done():
-                stats.computed(stages, end == request.n)
+                rode += 1
+                finished += end == request.n
+        stats.computed(stages, rode, finished)
 
     def _deadline_passed(self, call: _Call) -> None:
         """On the loop: the device did not return in time. Fail that call and everything queued

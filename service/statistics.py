@@ -53,8 +53,8 @@ class Duration:
     count: int = 0
     ns: int = 0
 
-    def add(self, seconds: float, count: int = 1) -> None:
-        self.count += count
+    def add(self, seconds: float) -> None:
+        self.count += 1
         self.ns += int(seconds * 1e9)
 
 
@@ -109,12 +109,16 @@ class ModelStatistics:
         batch.compute_infer.add(stages.kernel_s)
         batch.compute_output.add(stages.from_device_s)
 
-    def computed(self, stages: StageTimes, last: bool) -> None:
-        """A request's rows rode a call with these stages; `last`: its final call (counted once)."""
-        n = 1 if last else 0
-        self.compute_input.add(stages.to_device_s, n)
-        self.compute_infer.add(stages.kernel_s, n)
-        self.compute_output.add(stages.from_device_s, n)
+    def computed(self, stages: StageTimes, rode: int, finished: int) -> None:
+        """A call with these stages carried rows of `rode` waiting requests and was the last call
+        of `finished` of them: a request counts once, with the stage times of every call it rode."""
+        for duration, seconds in (
+            (self.compute_input, stages.to_device_s),
+            (self.compute_infer, stages.kernel_s),
+            (self.compute_output, stages.from_device_s),
+        ):
+            duration.count += finished
+            duration.ns += int(seconds * 1e9) * rode
 
 
 # (metric name, help, value of a ModelStatistics): Triton's families, in Triton's order.
