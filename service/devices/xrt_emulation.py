@@ -36,7 +36,8 @@ Fidelity, as on the emulated PYNQ card (`pynq_emulation`):
 - timing model (`TimingModel`, off by default): a sync takes a fixed latency plus bytes /
   bandwidth on that direction's DMA channel; a run takes (depth + II x rows) / clock on its CU.
 
-Where this may differ from real XRT (from XRT's headers `xrt_kernel.h`, `xrt_bo.h` and pyxrt.cpp):
+Where this may differ from real XRT (from XRT's headers `xrt_kernel.h`, `xrt_bo.h` and pyxrt.cpp;
+the whole list, with what fpgaas does about each, is docs/xrt-emulation.md):
 - pyxrt's `sync`, `wait` and `kernel.__call__` do not release the GIL (no `gil_scoped_release`
   in pyxrt.cpp), so on real XRT a blocking `run.wait()` stalls every Python thread; here the
   waits release it. `PyxrtDevice` polls `run.state()` and sleeps instead of calling `wait`.

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from fpgaas.kernels.builds.records import BuildState
@@ -66,3 +67,18 @@ def test_builds_per_state_and_finished_durations(stack: Stack, small_h5: Path) -
 def test_a_server_without_management_exports_no_build_metrics(stack: Stack) -> None:
     with stack.server(management=False) as server:
         assert not any(name.startswith("fpgaas_build") for name, _ in _samples(server.url))
+
+
+def test_an_unreadable_builds_table_says_so_and_the_scrape_still_answers(stack: Stack) -> None:
+    with stack.server() as server:
+        with psycopg.connect(stack.conninfo, autocommit=True) as db:
+            db.execute("ALTER TABLE fpgaas_builds RENAME TO fpgaas_builds_away")
+            try:
+                broken = _samples(server.url)
+            finally:
+                db.execute("ALTER TABLE fpgaas_builds_away RENAME TO fpgaas_builds")
+        assert broken[("fpgaas_build_queue_up", ())] == 0
+        # no stale numbers beside the 0: only the up gauge of the build families
+        assert {name for name, _ in broken if name.startswith("fpgaas_build")} == {"fpgaas_build_queue_up"}
+        assert any(name == "fpgaas_inflight_requests" for name, _ in broken)
+        assert _samples(server.url)[("fpgaas_build_queue_up", ())] == 1
