@@ -37,6 +37,9 @@ import uvloop
 
 ROW = "[0.8,1.1,1.3,0.3,0.5,0.2,0,0,0,0,0,0,1,1,0,0,1,1,1,1,1,1,1,1,0,1,1.8]"
 BODY = ('{"model": "muon-pt", "inputs": [' + ROW + "]}").encode()
+# The same row as a v2 JSON infer request (the bare-ASGI peer answers it too).
+V2_BODY = ('{"inputs": [{"name": "inputs", "shape": [1, 27], "datatype": "FP32", "data": ' + ROW + "}]}").encode()
+CASES = {"json": ("/predict", BODY), "v2": ("/v2/models/muon-pt/infer", V2_BODY)}
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 # Module groups of the cProfile breakdown: the first pattern found in a function's file wins.
@@ -51,19 +54,20 @@ GROUPS = (
 )
 
 
-async def _drive(app: App, n: int, concurrency: int = 1) -> float:
+async def _drive(app: App, n: int, concurrency: int = 1, case: str = "json") -> float:
     """CPU µs per request of n requests (after 300 warm-up ones) from `concurrency` concurrent
     clients, best of 5 rounds."""
+    path, body = CASES[case]
     scope = {
         "type": "http",
         "method": "POST",
-        "path": "/predict",
+        "path": path,
         "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())],
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
     }
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": BODY, "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     sent: list[dict[str, Any]] = []
 
@@ -134,15 +138,15 @@ async def _main(args: argparse.Namespace) -> None:
     settings = Settings(model_repository=args.repository, grpc_port=0, **extra)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        ours = await _drive(app, args.requests, args.concurrency)
-        bare = await _drive(bare_app(muon_network()), args.requests, args.concurrency)
+        ours = await _drive(app, args.requests, args.concurrency, args.case)
+        bare = await _drive(bare_app(muon_network()), args.requests, args.concurrency, args.case)
         kernel = _kernel_us(args.repository, args.trusted_keys, args.requests)
         profile = cProfile.Profile()
         profile.enable()
-        await _drive(app, args.requests // 3, args.concurrency)
+        await _drive(app, args.requests // 3, args.concurrency, args.case)
         profile.disable()
     print("| what | CPU µs per request |\n|---|---:|")
-    print(f"| fpgaas app, JSON /predict, 1 row, {args.concurrency} client(s) | {ours:.1f} |")
+    print(f"| fpgaas app, {args.case}, 1 row, {args.concurrency} client(s) | {ours:.1f} |")
     print(f"| bare-ASGI peer, same request | {bare:.1f} |")
     print(f"| fpgaas device call alone (run_into, 1 row) | {kernel:.1f} |")
     print(f"| fpgaas app minus its device call | {ours - kernel:.1f} |")
@@ -159,6 +163,7 @@ def main() -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--trusted-keys", type=Path, action="append", help="public key file or directory")
     parser.add_argument("--requests", type=int, default=3000, help="requests per round")
+    parser.add_argument("--case", choices=sorted(CASES), default="json", help="single-row JSON /predict or v2 infer")
     parser.add_argument("--concurrency", type=int, default=1, help="concurrent in-process clients")
     parser.add_argument("--top", type=int, default=0, help="also print the N functions with most own time")
     uvloop.install()

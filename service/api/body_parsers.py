@@ -82,8 +82,12 @@ class BodyParsers:
             pool.submit(_ready)
         return pool
 
-    async def run(self, parse: Callable[..., T], body: bytes, *args: Any) -> T:
-        """parse(body, *args), inline, on a thread or in a parser process by len(body)."""
+    async def run(
+        self, parse: Callable[..., T], body: bytes, *args: Any, in_process: Callable[..., T] | None = None
+    ) -> T:
+        """parse(body, *args), inline, on a thread or in a parser process by len(body);
+        `in_process`: the variant a parser process runs instead (whose result costs less to send
+        back)."""
         if len(body) < THREAD_BYTES:
             return parse(body, *args)
         pool = self._pool
@@ -91,7 +95,7 @@ class BodyParsers:
             return await asyncio.to_thread(parse, body, *args)
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                pool, _parse_in_child, parse, body, *args
+                pool, _parse_in_child, in_process or parse, body, *args
             )
         except BrokenProcessPool:
             log.warning("a body parser process died; replacing it and parsing this body on a thread")

@@ -77,6 +77,9 @@ def convertible(datatype: Datatype, field: str) -> None:
         )
 
 
+_FLOAT32_MAX_SQUARED = float(np.finfo(np.float32).max) ** 2
+
+
 def element_count(shape: list[int]) -> int:
     return math.prod(shape)
 
@@ -112,6 +115,12 @@ def from_json(data: Any, datatype: Datatype, shape: list[int], field: str) -> np
             )
         typed = values.astype(datatype.dtype)
     else:
+        if datatype.dtype == np.float32:
+            # The common case, FP32: a sum of squares below float32's largest value squared
+            # proves every value finite and in range (NaN and inf fail it), so one cast is all.
+            flat = values.reshape(-1).astype(np.float64, copy=False)
+            if np.dot(flat, flat) < _FLOAT32_MAX_SQUARED:
+                return values.astype(np.float32).reshape(shape)
         with np.errstate(over="ignore"):  # overflow becomes inf, refused by _to_float32
             typed = values.astype(datatype.dtype)
     return _to_float32(typed.reshape(shape), datatype, field)

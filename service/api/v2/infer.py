@@ -45,7 +45,9 @@ async def infer(
     body = await call.body(max_body_bytes)
     shapes = {t.name: t.shape for t in handle.inputs}
     header_length = call.header(b"inference-header-content-length")
-    decoded = await parsers.run(codec.decode_detached, body, header_length, handle.name, shapes)
+    decoded = await parsers.run(
+        codec.decode, body, header_length, handle.name, shapes, in_process=codec.decode_detached
+    )
     rows = tensors.rows_from_inputs(handle, decoded)
     plan = tensors.plan_outputs(handle, decoded.request)
     result = await dataplane.infer(handle, rows)
