@@ -273,6 +273,10 @@ class Batcher:
                 )
         return request.future
 
+    def admit(self, n: int) -> None:
+        """Raise what `enqueue` would raise for `n` more rows now (PayloadTooLarge, Overloaded)."""
+        self._admit(n)
+
     def _admit(self, n: int) -> None:
         policy = self._policy
         if n > policy.max_queue_rows:

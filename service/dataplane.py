@@ -312,6 +312,17 @@ class DataPlane:
         stats.request_done(time.perf_counter() - start, ok=True)
         return InferResult(handle.name, handle.version, replica.device.info.name, outputs)
 
+    def admit(self, handle: ModelHandle, rows: int) -> None:
+        """Refuse at once (Overloaded, PayloadTooLarge) `rows` rows that the model's least loaded
+        replica would refuse now, so that a request which declares its size (a raw body's
+        Content-Length) is answered before its body is read: under a retry storm of large
+        requests the loop then spends its time on the accepted ones. `infer` checks again."""
+        try:
+            _least_loaded(handle.replicas).batcher.admit(rows)
+        except FpgaasError:
+            self.statistics.model(handle.name, handle.version).request_done(0.0, ok=False)
+            raise
+
     def models(self) -> list[ModelMetadata]:
         """Every loaded model version, by name then version."""
         return [self._metadata(m) for m in self._registry.all()]

@@ -35,11 +35,13 @@ async def predict(call: HttpCall, dataplane: DataPlane, parsers: BodyParsers, ma
     require_media_type(content_type, (JSON, OCTET_STREAM))
     query = call.query()
     model, version = query.get("model"), query.get("version")
-    body = await call.body(max_body_bytes)
-
     if content_type == OCTET_STREAM:
         handle = dataplane.resolve(model, version)
         call.model_label = handle.name
+        rows = _declared_rows(call, WIRE_DTYPE.itemsize * handle.n_inputs)
+        if rows:
+            dataplane.admit(handle, rows)
+        body = await call.body(max_body_bytes)
         result = await dataplane.infer(handle, parse_binary_rows(body, handle.n_inputs))
         outputs = result.outputs
         headers = (
@@ -50,6 +52,7 @@ async def predict(call: HttpCall, dataplane: DataPlane, parsers: BodyParsers, ma
         )
         return Answer(200, outputs.astype(WIRE_DTYPE, copy=False).tobytes(), OCTET_STREAM, headers)
 
+    body = await call.body(max_body_bytes)
     parsed = await parsers.run(parse_json_predict, body)
     for name, in_body, in_query in (("model", parsed.model, model), ("version", parsed.version, version)):
         if in_body is not None and in_query is not None and in_body != in_query:
@@ -58,6 +61,17 @@ async def predict(call: HttpCall, dataplane: DataPlane, parsers: BodyParsers, ma
     call.model_label = handle.name
     result = await dataplane.infer(handle, parsed.inputs)
     return Answer(200, encode_json_answer(result.model, result.version, result.device, result.outputs))
+
+
+def _declared_rows(call: HttpCall, row_bytes: int) -> int:
+    """Rows a raw body will hold by its Content-Length; 0 when that does not tell (absent,
+    compressed, not whole rows): the body's own checks then answer."""
+    declared = call.header(b"content-length")
+    encoding = call.header(b"content-encoding")
+    if declared is None or not declared.isdigit() or (encoding and encoding.strip().lower() != "identity"):
+        return 0
+    rows, rest = divmod(int(declared), row_bytes)
+    return 0 if rest else rows
 
 
 def openapi() -> dict[str, Any]:

@@ -382,3 +382,53 @@ async def test_an_artifact_filed_under_another_name_is_refused(app_factory, tiny
     assert "manifest says 'tiny'" in refused["reason"]
     not_ready = await client.get("/readyz")
     assert not_ready.status_code == 503 and "1 refused" in not_ready.json()["reason"]
+
+
+async def test_a_raw_body_the_queue_could_never_hold_is_refused_before_it_is_read(
+    app_factory, one_model_repo
+) -> None:
+    """The rows a raw body holds are known from its Content-Length, so the queue bound answers
+    before a byte of it is read (a retry storm of large requests costs no body reads)."""
+    app, client = await app_factory(settings(one_model_repo, max_queue_rows=100))
+    declared = 200 * 6 * 4  # 200 rows of the tiny model's 6 float32 inputs
+    reads = 0
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        nonlocal reads
+        reads += 1
+        await asyncio.Event().wait()  # the body never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/predict",
+        "query_string": b"model=tiny",
+        "headers": [
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", str(declared).encode()),
+        ],
+    }
+    await asyncio.wait_for(app(scope, receive, send), 10)
+    assert reads == 0
+    assert sent[0]["status"] == 413
+    body = json.loads(sent[1]["body"])  # type: ignore[arg-type]
+    assert body["error"]["code"] == "payload_too_large" and body["error"]["field"] == "inputs"
+    assert "200 rows" in body["error"]["message"]
+    # The same request with its body is refused the same way, and a fitting one is served.
+    refused = await client.post(
+        "/predict?model=tiny",
+        content=rows(200).tobytes(),
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert refused.status_code == 413
+    served = await client.post(
+        "/predict?model=tiny",
+        content=rows(50).tobytes(),
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert served.status_code == 200
