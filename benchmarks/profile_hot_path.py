@@ -38,7 +38,9 @@ import uvloop
 ROW = "[0.8,1.1,1.3,0.3,0.5,0.2,0,0,0,0,0,0,1,1,0,0,1,1,1,1,1,1,1,1,0,1,1.8]"
 BODY = ('{"model": "muon-pt", "inputs": [' + ROW + "]}").encode()
 # The same row as a v2 JSON infer request (the bare-ASGI peer answers it too).
-V2_BODY = ('{"inputs": [{"name": "inputs", "shape": [1, 27], "datatype": "FP32", "data": ' + ROW + "}]}").encode()
+V2_BODY = (
+    '{"inputs": [{"name": "inputs", "shape": [1, 27], "datatype": "FP32", "data": ' + ROW + "}]}"
+).encode()
 CASES = {"json": ("/predict", BODY), "v2": ("/v2/models/muon-pt/infer", V2_BODY)}
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -163,7 +165,9 @@ def main() -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--trusted-keys", type=Path, action="append", help="public key file or directory")
     parser.add_argument("--requests", type=int, default=3000, help="requests per round")
-    parser.add_argument("--case", choices=sorted(CASES), default="json", help="single-row JSON /predict or v2 infer")
+    parser.add_argument(
+        "--case", choices=sorted(CASES), default="json", help="single-row JSON /predict or v2 infer"
+    )
     parser.add_argument("--concurrency", type=int, default=1, help="concurrent in-process clients")
     parser.add_argument("--top", type=int, default=0, help="also print the N functions with most own time")
     uvloop.install()
