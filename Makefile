@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Keras 3 on JAX, hls4ml and HGQ2 for parsing .keras models; HGQ2's `qkeras` shim would shadow QKeras in .venv.
+KERAS3_VENV ?= .venv-keras3
 PORT ?= 8000
 REPOSITORY ?= model_repository
 MODEL ?= models/muon-pt.h5
@@ -31,12 +33,18 @@ system-packages:
 		echo "installing postgresql (the build queue's database) with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
-install: system-packages $(VENV)/.installed
+install: system-packages $(VENV)/.installed $(KERAS3_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+$(KERAS3_VENV)/.installed: requirements-keras3.txt
+	test -x $(KERAS3_VENV)/bin/python || $(PYTHON) -m venv $(KERAS3_VENV)
+	$(KERAS3_VENV)/bin/python -m pip install -q --upgrade pip
+	$(KERAS3_VENV)/bin/python -m pip install -q -r requirements-keras3.txt
 	touch $@
 
 model: $(REPOSITORY)/$(MODEL_NAME)/1/manifest.json
@@ -72,4 +80,4 @@ images: install model
 	nice -n 19 bash docker/images.sh
 
 clean:
-	rm -rf $(VENV) $(REPOSITORY) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(KERAS3_VENV) $(REPOSITORY) .pytest_cache .mypy_cache .ruff_cache

@@ -101,6 +101,17 @@ KERAS3_MODULES: Final = frozenset(
         "keras.models",
     }
 )
+# HGQ2 (Keras 3) objects, as HGQ2 0.2.0 writes them: (module, class name); each must carry the
+# registered name "hgq>" + class name. Parsed under the Keras 3 interpreter, where HGQ2 lives.
+HGQ2_OBJECTS: Final = frozenset(
+    {
+        ("hgq.layers.core.dense", "QDense"),
+        ("hgq.quantizer.config", "QuantizerConfig"),
+        ("hgq.constraints", "MinMax"),
+        ("hgq.regularizers", "MonoL1"),
+    }
+)
+HGQ2_LAYER_CLASSES: Final = frozenset({"QDense"})
 KERAS_ACTIVATIONS: Final = frozenset({"linear", "relu", "sigmoid", "tanh", "softmax", "hard_sigmoid"})
 CODE_CLASSES: Final = frozenset({"Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__", "function"})
 # Keys under which Keras serializes Python code (Lambda bytecode, custom functions).
@@ -399,9 +410,19 @@ def _layer_name(layer: dict[str, Any]) -> str:
 def _check_keras3_identity(value: dict[str, Any], layer: str, where: str) -> None:
     """A Keras 3 object names its module and, for registered (custom) objects, a registered name."""
     module = value.get("module")
+    registered = value.get("registered_name")
+    class_name = value.get("class_name")
+    if (module, class_name) in HGQ2_OBJECTS:
+        if registered != f"hgq>{class_name}":
+            raise UnsafeModel(
+                f"layer {layer!r} names HGQ2's {class_name!r} with registered name {registered!r} at "
+                f"{where}; HGQ2 registers it as 'hgq>{class_name}'",
+                field="model",
+            )
+        return
     if module is not None and module not in KERAS3_MODULES:
         hint = (
-            " (HGQ2 layers are not accepted by this fpgaas: HGQ2 cannot be installed beside QKeras)"
+            " and these HGQ2 objects: " + ", ".join(sorted(f"{m}.{c}" for m, c in HGQ2_OBJECTS))
             if str(module).startswith("hgq")
             else ""
         )
@@ -410,8 +431,6 @@ def _check_keras3_identity(value: dict[str, Any], layer: str, where: str) -> Non
             f"are allowed{hint}",
             field="model",
         )
-    registered = value.get("registered_name")
-    class_name = value.get("class_name")
     if registered is not None and registered != class_name:
         raise UnsafeModel(
             f"layer {layer!r} uses the registered (custom) object {registered!r} at {where}; "
@@ -435,7 +454,12 @@ def _check_layer(layer: dict[str, Any], *, keras3: bool) -> None:
         for inner in _layer_configs(layer):
             _check_layer(inner, keras3=keras3)
         return
-    allowed = KERAS_LAYER_CLASSES if keras3 else LAYER_CLASSES
+    if not keras3:
+        allowed = LAYER_CLASSES
+    elif str(layer.get("module")).startswith("hgq."):
+        allowed = HGQ2_LAYER_CLASSES
+    else:
+        allowed = KERAS_LAYER_CLASSES
     if class_name not in allowed:
         raise UnsafeModel(
             f"layer {name!r} has class {class_name!r}, which is not in the allow-list "
@@ -476,7 +500,9 @@ def _check_value(value: Any, layer: str, where: str, *, keras3: bool) -> None:
             raise UnsafeModel(
                 f"layer {layer!r} carries a serialized function ({class_name!r}) at {where}", field="model"
             )
-        if class_name not in ALLOWED_CLASSES:
+        if class_name not in ALLOWED_CLASSES and not (
+            keras3 and (value.get("module"), class_name) in HGQ2_OBJECTS
+        ):
             raise UnsafeModel(
                 f"layer {layer!r} uses class {class_name!r} at {where}, which is not in the allow-list",
                 field="model",

@@ -1,5 +1,5 @@
 """Builder test fixtures: the small QKeras model and its artifact, built once per session; Keras 3
-model files written once per session."""
+model files (plain Keras 3 and HGQ2) written once per session."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.builds import BuiltModel, shared_small_build
+from tests.fixtures.hgq2_models import write_hgq2_model
 from tests.fixtures.keras3_models import Keras3Models, write_keras3_models
 from tests.fixtures.models import make_small_qkeras_model
 
@@ -29,3 +30,9 @@ def keras3_models(tmp_path_factory: pytest.TempPathFactory) -> Keras3Models:
     work = tmp_path_factory.mktemp("keras3")
     marker = work / "lambda-ran"
     return write_keras3_models(work / "models", marker)
+
+
+@pytest.fixture(scope="session")
+def hgq2_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """hgq2.keras (6 -> 8 -> 2, HGQ2 QDense/relu), written once by HGQ2 in the Keras 3 venv."""
+    return write_hgq2_model(tmp_path_factory.mktemp("hgq2") / "hgq2.keras")

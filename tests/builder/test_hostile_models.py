@@ -158,7 +158,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
             "serialized function .'__lambda__'.",
         ),
         (_set("relu_1.config.activation", "__import__('os').system('x')"), "activation"),
-        (_set("dense_1.module", "hgq.layers"), "HGQ2 layers are not accepted"),
+        (_set("dense_1.module", "hgq.layers"), "module 'hgq.layers'.*these HGQ2 objects"),
     ],
     ids=[
         "tfoplambda",
@@ -169,7 +169,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         "builtin-function",
         "bytecode",
         "code-in-activation",
-        "hgq2",
+        "hgq-module-on-a-keras-layer",
     ],
 )
 def test_custom_and_foreign_objects_in_a_keras3_file_are_refused_naming_the_layer(
@@ -178,6 +178,45 @@ def test_custom_and_foreign_objects_in_a_keras3_file_are_refused_naming_the_laye
     tampered = _with_config(keras3_models.plain, tmp_path / "tampered.keras", edit)
     error = _refused(tampered, UnsafeModel, message)
     assert "layer '" in error.message
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # A class HGQ2 does not have (or fpgaas does not accept) under an HGQ2 module.
+        (_set("dense_1.class_name", "QEinsumDenseBatchnorm"), "module 'hgq.layers.core.dense'"),
+        # HGQ2's class name, but registered as someone else's custom object.
+        (_set("dense_1.registered_name", "evil>QDense"), "registered name 'evil>QDense'"),
+        # An HGQ2-looking module outside the allow-list, nested in a quantizer config.
+        (
+            _set(
+                "dense_1.config.iq_conf.config.bw_mapper",
+                {
+                    "module": "hgq.utils.evil",
+                    "class_name": "Mapper",
+                    "config": {},
+                    "registered_name": "hgq>Mapper",
+                },
+            ),
+            "module 'hgq.utils.evil'",
+        ),
+        (_set("dense_1.config.iq_conf.config.ic.module", "os"), "module 'os'"),
+        (_set("dense_1.config.activation", "__import__('os').system('x')"), "activation"),
+    ],
+    ids=[
+        "unknown-hgq-class",
+        "forged-registered-name",
+        "forged-hgq-module",
+        "foreign-constraint",
+        "code-activation",
+    ],
+)
+def test_forged_objects_in_an_hgq2_file_are_refused_naming_the_layer(
+    hgq2_model: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    tampered = _with_config(hgq2_model, tmp_path / "tampered.keras", edit)
+    error = _refused(tampered, UnsafeModel, message)
+    assert "layer 'dense_1'" in error.message
 
 
 # ---- attacks on the reader -------------------------------------------------------------------
