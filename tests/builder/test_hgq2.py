@@ -12,6 +12,7 @@ import pytest
 
 from fpgaas.builder.engine import self_check_inputs
 from fpgaas.builder.keras3 import parse_in_child
+from fpgaas.builder.settings import PROJECT_KERAS3_PYTHON, BuilderSettings
 from fpgaas.kernels.errors import BuildError
 from fpgaas.kernels.model_file import inspect_model_file
 from fpgaas.kernels.twin import ENGINE_FIXED_POINT, EngineKernel, KernelLibrary, open_cpu_kernel
@@ -65,3 +66,11 @@ def test_an_interpreter_without_hgq2_is_a_build_error_naming_it(hgq2_model: Path
 def test_a_missing_keras3_interpreter_is_a_build_error(hgq2_model: Path, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="does not exist"):
         parse_in_child(hgq2_model, tmp_path / "work", log=tmp_path / "keras3.log", python=tmp_path / "nope")
+
+
+def test_the_keras3_interpreter_is_a_builder_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("FPGAAS_KERAS3_PYTHON", raising=False)
+    default = BuilderSettings().keras3_interpreter()
+    assert default == (PROJECT_KERAS3_PYTHON if PROJECT_KERAS3_PYTHON.is_file() else Path(sys.executable))
+    monkeypatch.setenv("FPGAAS_KERAS3_PYTHON", str(tmp_path / "python"))
+    assert BuilderSettings().keras3_interpreter() == tmp_path / "python"
