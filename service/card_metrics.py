@@ -10,7 +10,8 @@
     fpgaas_card_power_watts{card}             only for cards whose runtime reports it
 
 Temperature and power come from a device's optional `sensors() -> {"temperature_c": .., "power_w":
-..}` (a real card's runtime sensors). A card without sensors, as every emulated card, has no sample
+..}` (a real card's runtime sensors: `PyxrtDevice` reads XRT's thermal and electrical reports). A
+card without sensors, as every emulated card by default, has no sample
 in those families at all: absent, not zero, so a dashboard never shows an emulated card at 0 °C.
 
 Lifetime: registered on the app's registry by `register` when the dataplane starts, unregistered

@@ -283,6 +283,11 @@ class ShadowedDevice:
     def device(self) -> Device:
         return self._device
 
+    def sensors(self) -> dict[str, float]:
+        """The wrapped card's sensor readings (see `fpgaas.service.card_metrics`), {} without any."""
+        read = getattr(self._device, "sensors", None)
+        return dict(read()) if callable(read) else {}
+
     @property
     def info(self) -> DeviceInfo:
         info = self._device.info

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
+import math
 import threading
 import time
 from collections import deque
@@ -295,6 +297,7 @@ class PyxrtDevice:
         self.options = options or XrtOptions()
         try:
             card = pyxrt.device(index)
+            self._card = card  # kept for `sensors` (a scrape must not open the device each time)
             self._card_label = (
                 f"{card.get_info(pyxrt.xrt_info_device.bdf)} ({card.get_info(pyxrt.xrt_info_device.name)})"
             )
@@ -311,6 +314,24 @@ class PyxrtDevice:
 
     def mark(self, *, healthy: bool, detail: str) -> None:
         self._info = DeviceInfo(self.name, "xrt", healthy, f"{self._card_label}; {detail}")
+
+    def sensors(self) -> dict[str, float]:
+        """The card's FPGA die temperature (°C, key "temperature_c") and board power (W, key
+        "power_w") from XRT's `thermal` and `electrical` reports, each only where XRT says the
+        sensor is present: absent, never 0, when the card or its firmware has none. Read at
+        every Prometheus scrape, from the scraping thread (XRT reads the card's sysfs)."""
+        pyxrt, readings = self.pyxrt, {}
+        thermal = _json_report(self._card.get_info(pyxrt.xrt_info_device.thermal))
+        for sensor in thermal.get("thermals", []):
+            if sensor.get("location_id") == "fpga0" and sensor.get("is_present") == "true":
+                temperature = _number(sensor.get("temp_C"))
+                if temperature is not None:
+                    readings["temperature_c"] = temperature
+        electrical = _json_report(self._card.get_info(pyxrt.xrt_info_device.electrical))
+        power = _number(electrical.get("power_consumption_watts"))
+        if power is not None and power > 0:
+            readings["power_w"] = power
+        return readings
 
     def load(self, artifact: Artifact, max_batch: int) -> XrtKernel:
         """Load the artifact's xclbin and allocate N x k buffer sets for `max_batch` rows a call."""
@@ -374,3 +395,21 @@ def open_xrt_devices(
     pyxrt = load_pyxrt(emulated_cards=emulated_cards)
     chosen = range(int(pyxrt.enumerate_devices())) if indices is None else indices
     return [PyxrtDevice(pyxrt, i, options=options) for i in chosen]
+
+
+def _json_report(text: str) -> dict[str, Any]:
+    """An XRT `get_info` JSON report; {} where XRT has none (an empty string, "NA")."""
+    try:
+        report = json.loads(text)
+    except ValueError:
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def _number(value: object) -> float | None:
+    """A ptree JSON value ("45", "23.456789"); None for "N/A", "NA", "" and anything else."""
+    try:
+        number = float(str(value))
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None

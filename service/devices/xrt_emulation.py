@@ -5,7 +5,7 @@ XRT cannot run here, so this module stands in for the `pyxrt` extension module (
 
     pyxrt.enumerate_devices() -> int
     pyxrt.device(index)                .load_xclbin(xclbin | path) -> uuid, .get_xclbin_uuid(),
-                                       .get_info(pyxrt.xrt_info_device.name | .bdf | .platform)
+                                       .get_info(pyxrt.xrt_info_device.name | .bdf | .platform | .thermal | .electrical)
     pyxrt.xclbin(path)                 .get_uuid(), .get_xsa_name(), .get_kernels(), .get_mems()
     pyxrt.uuid                         .to_string()
     pyxrt.kernel(device, uuid, name, pyxrt.kernel.shared)   name "k" or "k:{k_1}" (one CU)
@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import json
 import re
 import threading
 import time
@@ -120,6 +121,8 @@ class xrt_info_device(enum.Enum):
     name = "name"
     platform = "platform"
     max_clock_frequency_mhz = "max_clock_frequency_mhz"
+    thermal = "thermal"
+    electrical = "electrical"
 
 
 @dataclass(frozen=True)
@@ -412,6 +415,10 @@ class _Card:
         self.generation = 0  # bumps at every xclbin load: older handles are stale
         self.late_runs = 0
         self.flip_every_rows = 0  # > 0: a marginal card, see `flip_one_bit_every`
+        # Sensor readings `get_info(thermal | electrical)` reports; None: the sensor is absent
+        # (XRT then says is_present "false" / "N/A", as for a card whose firmware exposes none).
+        self.fpga_temperature_c: float | None = None
+        self.power_w: float | None = None
         self._rows_computed = 0
         self._faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
         self._uuid: uuid | None = None
@@ -635,7 +642,34 @@ class device:
             xrt_info_device.name: card.name,
             xrt_info_device.platform: "xilinx_u250_gen3x16_xdma_4_1_202210_1",
             xrt_info_device.max_clock_frequency_mhz: str(int(card.timing.clock_mhz) if card.timing else 300),
+            xrt_info_device.thermal: _thermal_json(card.fpga_temperature_c),
+            xrt_info_device.electrical: _electrical_json(card.power_w),
         }.get(key, "NA")
+
+
+def _thermal_json(fpga_c: float | None) -> str:
+    """XRT's `thermal` report as its legacy sensor path writes it (boost ptree JSON: every value a
+    string; an absent sensor reads "0" with is_present "false"); only the FPGA die sensor here."""
+    present = fpga_c is not None
+    entry = {
+        "location_id": "fpga0",
+        "description": "FPGA",
+        "temp_C": f"{fpga_c:g}" if present else "0",
+        "is_present": "true" if present else "false",
+    }
+    return json.dumps({"thermals": [entry]})
+
+
+def _electrical_json(watts: float | None) -> str:
+    """XRT's `electrical` report: board power in W, "N/A" where the card cannot measure it."""
+    return json.dumps(
+        {
+            "power_rails": [],
+            "power_consumption_max_watts": "225" if watts is not None else "N/A",
+            "power_consumption_watts": f"{watts:.6f}" if watts is not None else "N/A",
+            "power_consumption_warning": "false" if watts is not None else "N/A",
+        }
+    )
 
 
 # --- the card registry (fpgaas-only; not part of pyxrt) ------------------------------------
