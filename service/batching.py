@@ -11,9 +11,15 @@ at most that long for a fuller batch (it goes early at `max_batch` rows); it is 
 
 Device calls run on one dedicated worker thread per replica, one call at a time, handed over
 through a queue (a CPU kernel may ask for its smallest calls, `LoadedKernel.inline_rows`, to run
-on the event loop instead: they cost less than the hand-off); the answer comes back to the event loop with `call_soon_threadsafe`, and a
-timer (not a task) bounds each call by `device_timeout_s`. No task, future chain or `wait_for`
-is created per call. The output of a call is written by the device straight into the array
+on the event loop instead: they cost less than the hand-off); the answer comes back to the event
+loop with `call_soon_threadsafe`. Every full call (`max_batch` rows) queued is handed over at once,
+even while the device is busy, so the worker runs them back to back: the device's pace does not
+depend on how soon the loop gets to a call's answer (a loop busy refusing a retry storm would
+otherwise hand the device one call per loop iteration). Only a partial call waits for the device
+to be idle, so that rows arriving meanwhile still join it. A watchdog timer (not a task) bounds
+the progress of the handed-over calls: the oldest must return within `device_timeout_s` of the
+previous return (or of its hand-over to an idle worker). No task, future chain or `wait_for` is
+created per call. The output of a call is written by the device straight into the array
 the callers get (a caller whose rows all ride in one call gets a view of it), so a row is
 copied once on its way out.
 
@@ -37,7 +43,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -95,7 +101,7 @@ class _Call:
     started: float = 0.0  # perf_counter() on the worker
     seconds: float = 0.0  # wall time of the device call
     timed_out: bool = False
-    deadline: asyncio.TimerHandle | None = field(default=None, repr=False)
+    dropped: bool = False  # never run: every request in it had failed or gone before it started
 
 
 class _CallCost:
@@ -172,7 +178,8 @@ class Batcher:
         self._queue: deque[_Request] = deque()
         self._unsent = 0  # rows in the queue not yet handed to the device
         self._accepted = 0  # rows accepted and not yet answered or failed: the bounded quantity
-        self._busy = False  # a call is on the device
+        self._in_flight: deque[_Call] = deque()  # handed to the worker, not yet returned; oldest first
+        self._watchdog: asyncio.TimerHandle | None = None  # the oldest call's deadline
         self._busy_s = 0.0  # wall seconds of every device call that returned (card busy time)
         self._hung = False  # that call is past its deadline: the device has not returned
         self._closing = False
@@ -199,9 +206,14 @@ class Batcher:
         return self._busy_s
 
     @property
+    def _busy(self) -> bool:
+        """A call is on the device or handed to the worker."""
+        return bool(self._in_flight)
+
+    @property
     def calls_in_flight(self) -> int:
-        """Device calls of this replica running now (0 or 1)."""
-        return int(self._busy)
+        """Device calls of this replica running now (0 or 1; more may be handed over, waiting)."""
+        return int(bool(self._in_flight))
 
     @property
     def available(self) -> bool:
@@ -259,10 +271,10 @@ class Batcher:
         self._accepted += n
         self._metrics.queue_rows.set(self._accepted)
         self._idle.clear()
-        if not self._busy:
-            if self._unsent >= self._max_batch:
-                self._dispatch()
-            elif self._policy.max_delay_s <= 0:
+        if self._unsent >= self._max_batch:
+            self._dispatch()  # a full call goes at once, even behind a busy device
+        elif not self._busy:
+            if self._policy.max_delay_s <= 0:
                 # At the end of this loop iteration: every request read in it joins the batch.
                 if not self._dispatch_soon:
                     self._dispatch_soon = True
@@ -335,22 +347,22 @@ class Batcher:
             self._dispatch()
 
     def _dispatch(self) -> None:
-        """Start the next call with what is queued (the device is idle)."""
+        """Hand the worker every full call queued and, when the device is idle, one partial
+        call with the rest (see the module docstring)."""
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
+        while self._unsent >= self._max_batch or (self._unsent and not self._in_flight):
+            if not self._start_call():
+                break
+        if not self._queue and not self._in_flight:
+            self._idle.set()
+
+    def _start_call(self) -> bool:
+        """Take up to `max_batch` queued rows into one call and start it; False when none was left."""
         slices = self._take()
         if not slices:
-            if not self._queue:
-                self._idle.set()
-            return
-        assert self._loop is not None
-        now = self._loop.time()
-        for request, start, _ in slices:
-            if start == 0:
-                self._metrics.queue_wait.observe(now - request.enqueued)
-                if self._stats is not None:
-                    self._stats.queued(time.perf_counter() - request.admitted)
+            return False
         if len(slices) == 1:
             request, start, end = slices[0]
             x = request.x[start:end]
@@ -359,15 +371,23 @@ class Batcher:
         n = int(x.shape[0])
         out = np.empty((n, self._n_outputs), dtype=np.float32)
         call = _Call(slices, x, out)
-        self._metrics.batch_size.observe(n)
-        self._busy = True
-        if n <= self._inline_rows:
+        idle = not self._in_flight
+        self._in_flight.append(call)
+        if idle and n <= self._inline_rows:
             # A CPU kernel this small costs less than the two thread switches of a hand-off.
             self._run(call)
             self._returned(call)
-            return
-        call.deadline = self._loop.call_at(now + self._policy.device_timeout_s, self._deadline_passed, call)
+            return True
+        if idle:
+            self._arm_watchdog()
         self._jobs.put(call)
+        return True
+
+    def _arm_watchdog(self) -> None:
+        assert self._loop is not None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog = self._loop.call_later(self._policy.device_timeout_s, self._deadline_passed)
 
     def _take(self) -> list[_Slice]:
         slices: list[_Slice] = []
@@ -389,11 +409,23 @@ class Batcher:
         return slices
 
     def _work(self) -> None:
-        """The worker thread: one device call at a time, each answer handed back to the loop."""
+        """The worker thread: one device call at a time, each answer handed back to the loop.
+
+        A call is skipped when every request in it has failed in an earlier call (the worker
+        saw that failure itself) or has already been answered with an error or cancelled (read
+        across threads: a late skip only costs a wasted call; `_answer` ignores such requests)."""
         loop = self._loop
         assert loop is not None
+        failed: set[int] = set()  # id() of requests an earlier call of this run of calls failed
         while (call := self._jobs.get()) is not None:
-            self._run(call)
+            if not call.dropped:
+                call.dropped = all(id(r) in failed or r.future.done() for r, _, _ in call.slices)
+            if not call.dropped:
+                self._run(call)
+                if call.error is not None:
+                    failed.update(id(r) for r, _, _ in call.slices)
+            if self._jobs.empty():
+                failed.clear()  # later calls are formed after the loop has seen these failures
             try:
                 loop.call_soon_threadsafe(self._returned, call)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
@@ -408,24 +440,45 @@ class Batcher:
         call.seconds = time.perf_counter() - call.started
 
     def _returned(self, call: _Call) -> None:
-        """On the loop: a call came back from the device."""
-        if call.deadline is not None:
-            call.deadline.cancel()
-        self._busy = False
-        if call.timed_out:
+        """On the loop: a call came back from the device (or was skipped, `dropped`)."""
+        oldest = self._in_flight.popleft()
+        assert oldest is call, "calls return in the order they were handed over"
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self._in_flight and not self._hung:
+            self._arm_watchdog()  # the next call is on the device now
+        if call.dropped:
+            for request, _, _ in call.slices:  # failed or gone already: only the queue bound is left
+                if request.sent == request.n:
+                    self._release(request)
+        elif call.timed_out:
             self._hung = False
             log.warning("model %s: %s returned after its deadline; serving again", self._model, self._device)
-        elif call.error is not None:
-            self._fail_call(call, _as_device_error(call.error, self._model))
         else:
-            assert call.stages is not None
-            self._cost.add(int(call.x.shape[0]), call.seconds)
-            self._busy_s += call.seconds
-            self._metrics.observe_stages(call.stages)
-            if self._stats is not None:
-                self._record(call, call.stages, self._stats)
-            self._answer(call)
+            self._metrics.batch_size.observe(int(call.x.shape[0]))
+            self._queued(call)
+            if call.error is not None:
+                self._fail_call(call, _as_device_error(call.error, self._model))
+            else:
+                assert call.stages is not None
+                self._cost.add(int(call.x.shape[0]), call.seconds)
+                self._busy_s += call.seconds
+                self._metrics.observe_stages(call.stages)
+                if self._stats is not None:
+                    self._record(call, call.stages, self._stats)
+                self._answer(call)
         self._dispatch()  # rows that waited during the call go now: the linger is for an idle device
+
+    def _queued(self, call: _Call) -> None:
+        """Queue time of each request whose first rows this call carried: admission to the call's
+        start on the device (time waiting in the worker's hand-over queue included)."""
+        for request, start, _ in call.slices:
+            if start == 0:
+                waited = max(0.0, call.started - request.admitted)
+                self._metrics.queue_wait.observe(waited)
+                if self._stats is not None:
+                    self._stats.queued(waited)
 
     @staticmethod
     def _record(call: _Call, stages: StageTimes, stats: ModelStatistics) -> None:
@@ -438,9 +491,14 @@ class Batcher:
                 finished += end == request.n
         stats.computed(stages, rode, finished)
 
-    def _deadline_passed(self, call: _Call) -> None:
-        """On the loop: the device did not return in time. Fail that call and everything queued
-        behind it (the dataplane retries them on another replica) until the device returns."""
+    def _deadline_passed(self) -> None:
+        """On the loop: the oldest call did not return in time. Fail it, every call handed over
+        behind it (they are never run) and everything queued (the dataplane retries them on
+        another replica) until the device returns."""
+        self._watchdog = None
+        if not self._in_flight:
+            return
+        call = self._in_flight[0]
         call.timed_out = True
         self._hung = True
         error = DeviceTimeout(
@@ -448,6 +506,10 @@ class Batcher:
             f"{self._policy.device_timeout_s} s"
         )
         self._fail_call(call, error)
+        for later in list(self._in_flight)[1:]:
+            later.dropped = True
+            for request, _, _ in later.slices:
+                self._fail(request, error)
         while self._queue:
             request = self._queue.popleft()
             self._fail(request, error)

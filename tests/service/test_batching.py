@@ -271,3 +271,27 @@ async def test_stage_times_and_queue_wait_are_recorded(make_batcher, metrics) ->
         labels = {"model": "tiny", "device": "emulated-0", "stage": stage}
         assert r.get_sample_value("fpgaas_device_stage_seconds_count", labels) == 1
     assert r.get_sample_value("fpgaas_queue_wait_seconds_count", {"model": "tiny"}) == 1
+
+
+async def test_full_calls_queued_behind_a_busy_device_run_while_the_event_loop_is_busy(
+    make_batcher, reference
+) -> None:
+    kernels: list[PoisonedKernel] = []
+
+    def counted(real: LoadedKernel) -> LoadedKernel:
+        kernels.append(PoisonedKernel(real))
+        return kernels[-1]
+
+    batcher = await make_batcher(max_batch=10, max_delay_s=0.0, wrap=counted)
+    before = kernels[0].calls  # the batcher's calibration calls
+    inputs = [rows(10, seed) for seed in range(4)]
+    futures = [batcher.enqueue(x) for x in inputs]  # four full calls, queued in one loop iteration
+    # The event loop stays blocked (as a loop busy refusing a retry storm would be): no call's
+    # answer is seen by it, yet the device runs all four calls back to back.
+    deadline = time.monotonic() + 5.0
+    while kernels[0].calls - before < 4 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert kernels[0].calls - before == 4
+    for x, y in zip(inputs, await asyncio.gather(*futures), strict=True):
+        np.testing.assert_array_equal(y, reference(x))
+    assert batcher.accepted_rows == 0
