@@ -189,6 +189,7 @@ class ShadowChecker:
         self._thread: threading.Thread | None = None
         self._started = time.monotonic()
         self._cpu_spent = 0.0  # CPU-seconds the checks have used
+        self._last_check_s: float | None = None  # CPU-seconds of the latest check; None before one
         self.replicas: list[ReplicaShadow] = []
         self.users = 0  # devices sharing this checker; the last `release` stops the thread
 
@@ -214,8 +215,14 @@ class ShadowChecker:
         return True
 
     def _within_budget(self) -> bool:
+        """Checks still queued count at the latest check's cost (before any check has finished,
+        its cost is unknown, so one at a time): otherwise calls admitted while the first checks
+        run would all pass a budget that their cost has not reached yet."""
         allowed = self.policy.cpu_budget * (time.monotonic() - self._started) + self.policy.burst_s
-        return self._cpu_spent <= allowed
+        pending = self._queue.unfinished_tasks
+        if pending and self._last_check_s is None:
+            return False
+        return self._cpu_spent + pending * (self._last_check_s or 0.0) <= allowed
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
@@ -225,7 +232,9 @@ class ShadowChecker:
                 shadow.check(x, y)
             except Exception:  # a broken check must not end the thread, nor reach a client
                 log.exception("shadow check of %s on %s failed", shadow.model, shadow.device)
-            self._cpu_spent += time.thread_time() - started
+            spent = time.thread_time() - started
+            self._cpu_spent += spent
+            self._last_check_s = spent
             self._queue.task_done()
 
     def drain(self, timeout_s: float = 10.0) -> None:
