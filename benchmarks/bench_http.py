@@ -17,8 +17,8 @@ a measured run (default 2 s + 5 s; `--quick`: 1 s + 1 s, about 3 minutes in all;
 Cases: single-row JSON `/predict`, single-row v2 JSON infer, single-row binary `/predict`, and a
 1,024-row binary request; each server runs those it speaks. fpgaas also answers KServe v2 over
 gRPC (Triton's ModelInfer, what SONIC sends) on its gRPC port: a single row and the same 1,024
-rows in `raw_input_contents`, driven by `httpbench/grpcload.py` (wrk speaks HTTP/1.1 only: a
-closed loop of N concurrent calls on one channel, in its own process on wrk's core). Then 65,536-row binary requests (an
+rows in `raw_input_contents`, driven by h2load (nghttp2's C HTTP/2 load generator, `httpbench/h2load.py`;
+wrk speaks HTTP/1.1 only): N streams in flight on one connection, as one gRPC channel, on wrk's core. Then 65,536-row binary requests (an
 httpx loop, c=1) against fpgaas (max_batch 1024, and a second instance with FPGAAS_MAX_BATCH=65536),
 fpgaas-pynq and bare-asgi, next to the engine's own samples/s measured in this process on the
 server's core. Writes `<out>/http.md` (tables, targets PASS/MISS, notes) and `<out>/http.png`, and
@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.httpbench import environment  # noqa: E402
+from benchmarks.httpbench import environment, h2load  # noqa: E402
 from benchmarks.httpbench.cases import MODEL, Case, inputs, is_grpc, make_cases, predict_binary  # noqa: E402
 from benchmarks.httpbench.measure import (  # noqa: E402
     BigRun,
@@ -147,10 +147,11 @@ def write_scripts(cases: dict[str, Case], work: Path) -> dict[str, Path]:
     scripts = {}
     for case in cases.values():
         body = work / f"{case.name}.body"
-        body.write_bytes(case.body)
-        if is_grpc(case):  # grpcload sends the body file itself
+        if is_grpc(case):  # h2load sends the framed message as the request body itself
+            body.write_bytes(h2load.grpc_frame(case.body))
             scripts[case.name] = body
             continue
+        body.write_bytes(case.body)
         script = work / f"{case.name}.lua"
         script.write_text(lua_script(body, case.content_type))
         scripts[case.name] = script
@@ -259,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     cores = Cores.pick()
     os.sched_setaffinity(0, {cores.load})  # this process (httpx, parsing) stays off the servers' core
-    environment.ensure_wrk()
+    environment.ensure_tool("wrk", "wrk")
+    environment.ensure_tool(h2load.H2LOAD, h2load.DEBIAN_PACKAGE)
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-http-"))
     unavailable: dict[str, str] = {}

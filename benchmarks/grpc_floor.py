@@ -4,15 +4,14 @@
 
 Starts a grpc.aio server on uvloop (as fpgaas runs it) whose only method answers
 `/inference.GRPCInferenceService/ModelInfer` with the request's own bytes (no protobuf parsing, no
-fpgaas code), pinned to the first core, and drives it with `httpbench/grpcload.py` from the second,
-with the single-row request of bench_http's `grpc` case: the latency and rate no gRPC server in
-Python can beat here. Prints one line per concurrency.
+fpgaas code), pinned to the first core, and drives it with h2load from the second, exactly as
+bench_http drives its `grpc` case (`httpbench/h2load.py`, the same single-row request): the latency
+and rate no gRPC server in Python can beat here. Prints one line per concurrency.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.httpbench.cases import GRPC_METHOD, infer_grpc, inputs  # noqa: E402
+from benchmarks.httpbench.environment import ensure_tool  # noqa: E402
+from benchmarks.httpbench.h2load import DEBIAN_PACKAGE, H2LOAD, grpc_frame, h2load_command, run_h2load  # noqa: E402
 from benchmarks.httpbench.procs import Cores, free_port, pinned  # noqa: E402
 
 SERVER = """
@@ -51,37 +52,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     args = parser.parse_args(argv)
+    ensure_tool(H2LOAD, DEBIAN_PACKAGE)
     cores = Cores.pick()
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="grpc-floor-"))
     body = work / "grpc.body"
-    body.write_bytes(infer_grpc(inputs(1), "inputs").body)
+    body.write_bytes(grpc_frame(infer_grpc(inputs(1), "inputs").body))
     server = subprocess.Popen(
         pinned([sys.executable, "-c", SERVER, str(port), GRPC_METHOD], cores.server), stdout=subprocess.PIPE
     )
+    url = f"http://127.0.0.1:{port}{GRPC_METHOD}"
     try:
         assert server.stdout is not None
         if server.stdout.readline().strip() != b"ready":
             raise SystemExit("the echo server did not start")
         time.sleep(0.5)
         for c in args.concurrency:
-            argv_load = [
-                sys.executable,
-                "-m",
-                "benchmarks.httpbench.grpcload",
-                f"--target=127.0.0.1:{port}",
-                f"--body={body}",
-                f"--connections={c}",
-                f"--duration={args.duration}",
-                "--warmup=1",
-            ]
-            done = subprocess.run(
-                pinned(argv_load, cores.load), capture_output=True, text=True, cwd=REPO, check=True
-            )
-            r = json.loads(done.stdout)
+            log_file = work / f"c{c}.log"
+            warmup = h2load_command(url, body, c, 1, log_file)
+            run_h2load(pinned(warmup, cores.load), log_file, 1, 60)
+            argv = h2load_command(url, body, c, args.duration, log_file)
+            r = run_h2load(pinned(argv, cores.load), log_file, args.duration, args.duration + 60)
             print(
-                f"grpc.aio echo, c={c}: {r['requests_per_s']:,.0f} calls/s, p50 {r['p50_ms']:.3f} ms, "
-                f"p99 {r['p99_ms']:.3f} ms, errors {r['non_2xx']}"
+                f"grpc.aio echo, c={c}: {r.requests_per_s:,.0f} calls/s, p50 {r.p50_ms:.3f} ms, "
+                f"p99 {r.p99_ms:.3f} ms, errors {r.non_2xx}"
             )
     finally:
         server.terminate()

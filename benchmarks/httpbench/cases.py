@@ -67,7 +67,7 @@ def infer_grpc(x: NDArray[np.float64], input_name: str, name: str = "grpc") -> C
 
 def make_cases(input_name: str, seed: int = 0) -> dict[str, Case]:
     """The wrk cases (single-row JSON, v2 JSON and binary, a 1,024-row binary request) and the
-    gRPC cases driven by `grpcload` (single row, and the same 1,024 rows, raw)."""
+    gRPC cases driven by h2load (single row, and the same 1,024 rows, raw)."""
     row = inputs(1, seed)
     rows = inputs(1024, seed + 1)
     cases = [predict_json(row), infer_v2(row, input_name), predict_binary(row)]

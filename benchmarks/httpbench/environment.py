@@ -1,4 +1,4 @@
-"""What the report says about the machine and the code, wrk's presence, and the generated notes."""
+"""What the report says about the machine and the code, the load generators' presence, and the generated notes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.httpbench.h2load import h2load_version
 from benchmarks.httpbench.measure import Point
 from benchmarks.httpbench.procs import Cores
 from benchmarks.httpbench.servers import FPGAAS, REPO, kserve_version
@@ -18,25 +19,26 @@ RETRANSMITS_WORTH_NOTING = 50
 _PACKAGES = ("uvicorn", "fastapi", "pydantic", "httptools", "uvloop", "orjson", "numpy", "pynq")
 
 
-def ensure_wrk() -> None:
-    """wrk on PATH, installed with apt-get (Debian's package) if missing; exits saying so otherwise."""
-    if shutil.which("wrk"):
+def ensure_tool(command: str, package: str) -> None:
+    """`command` on PATH, installed with apt-get (Debian's `package`) if missing; exits saying so
+    otherwise. wrk drives the HTTP cases, h2load (nghttp2-client) the gRPC ones."""
+    if shutil.which(command):
         return
-    print("wrk is missing: installing it with apt-get", flush=True)
+    print(f"{command} is missing: installing {package} with apt-get", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for step in (
-        ["apt-get", "install", "-y", "-qq", "wrk"],
+        ["apt-get", "install", "-y", "-qq", package],
         ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "wrk"],
+        ["apt-get", "install", "-y", "-qq", package],
     ):
         try:
             subprocess.run(step, env=env, timeout=600, check=False)
         except (OSError, subprocess.TimeoutExpired):
             break
-        if shutil.which("wrk"):
+        if shutil.which(command):
             return
     raise SystemExit(
-        "wrk is not installed and apt-get could not install it: `apt-get install wrk`, then rerun"
+        f"{command} is not installed and apt-get could not install it: `apt-get install {package}`, then rerun"
     )
 
 
@@ -78,6 +80,7 @@ def versions(kserve_python: Path | None) -> str:
             found.append(f"{name} missing")
     found.append(f"kserve {kserve_version(kserve_python)}" if kserve_python else "kserve not installed")
     found.append(_run(["wrk", "-v"]).splitlines()[0] if shutil.which("wrk") else "wrk missing")
+    found.append(h2load_version())
     return ", ".join(found)
 
 

@@ -5,13 +5,11 @@ Results are plain frozen dataclasses; `report.py` turns them into tables and tar
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -19,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from benchmarks.httpbench.cases import GRPC_METHOD, Case, grpc_response_problem, response_problem
+from benchmarks.httpbench.h2load import h2load_command, run_h2load
 from benchmarks.httpbench.metrics import Counters, scrape
 from benchmarks.httpbench.procs import Server, pinned, tcp_counters
 from benchmarks.httpbench.wrk import WrkError, WrkResult, run_wrk, wrk_command
@@ -79,75 +78,48 @@ def measure_point(
     server: Server, case: Case, script: Path, connections: int, plan: LoadPlan, model: str | None
 ) -> Point:
     """Warm up, then one measured wrk run; `model` set: read fpgaas's counters around the measured run."""
-    if not server.alive():
-        return Point(
-            server.name, case.name, connections, problem=f"server exited ({server.process.returncode})"
-        )
 
     def wrk(seconds: int) -> WrkResult:
         argv = wrk_command(server.url + case.path, script, connections, seconds, plan.timeout_s)
         return run_wrk(pinned(argv, plan.load_core), wall_timeout_s=seconds + plan.timeout_s + 30)
 
-    try:
-        if plan.warmup_s > 0:
-            wrk(plan.warmup_s)
-            time.sleep(plan.settle_s)
-        before = scrape(server.url, model) if model else None
-        tcp_before = tcp_counters()
-        result = wrk(plan.duration_s)
-        tcp_after = tcp_counters()
-        counters = scrape(server.url, model).minus(before) if model and before else None
-    except (WrkError, httpx.HTTPError) as exc:
-        return Point(server.name, case.name, connections, problem=str(exc).splitlines()[0][:300])
-    tcp = (
-        {k: tcp_after[k] - tcp_before[k] for k in ("RetransSegs", "EstabResets")}
-        if tcp_before and tcp_after
-        else {}
-    )
-    return Point(
-        server.name,
-        case.name,
-        connections,
-        result,
-        counters,
-        tcp_retransmits=tcp.get("RetransSegs"),
-        tcp_resets=tcp.get("EstabResets"),
-    )
+    return _measured(server, case, connections, plan, model, wrk)
 
 
 def measure_grpc_point(
     server: Server, target: str, case: Case, body: Path, connections: int, plan: LoadPlan, model: str | None
 ) -> Point:
-    """As `measure_point`, for a gRPC case: `grpcload` (a separate process on the load core, see
-    its docstring) instead of wrk, against the server's gRPC `target`."""
+    """As `measure_point`, for a gRPC case: h2load (`httpbench/h2load.py`) instead of wrk, against
+    the server's gRPC `target`, sending `body` (the framed request). RPCs that failed with a
+    grpc-status (which h2load cannot see) are counted as errors from the server's metrics."""
+    url = f"http://{target}{case.path}"
+    log_file = body.with_suffix(".h2load.log")
+
+    def h2load(seconds: int) -> WrkResult:
+        argv = h2load_command(url, body, connections, seconds, log_file)
+        return run_h2load(pinned(argv, plan.load_core), log_file, seconds, seconds + plan.timeout_s + 60)
+
+    point = _measured(server, case, connections, plan, model, h2load)
+    if point.wrk is not None and point.counters is not None and point.counters.failed_requests > 0:
+        failed = round(point.counters.failed_requests)
+        return replace(point, wrk=replace(point.wrk, non_2xx=point.wrk.non_2xx + failed))
+    return point
+
+
+def _measured(
+    server: Server,
+    case: Case,
+    connections: int,
+    plan: LoadPlan,
+    model: str | None,
+    load: Callable[[int], WrkResult],
+) -> Point:
+    """Warm up with `load`, pause, then the measured `load` with fpgaas's counters and the
+    machine's TCP counters read around it."""
     if not server.alive():
         return Point(
             server.name, case.name, connections, problem=f"server exited ({server.process.returncode})"
         )
-
-    def load(seconds: int) -> WrkResult:
-        argv = [
-            sys.executable,
-            "-m",
-            "benchmarks.httpbench.grpcload",
-            f"--target={target}",
-            f"--body={body}",
-            f"--connections={connections}",
-            f"--duration={seconds}",
-        ]
-        root = Path(__file__).resolve().parents[2]
-        done = subprocess.run(
-            pinned(argv, plan.load_core),
-            capture_output=True,
-            text=True,
-            timeout=seconds + plan.timeout_s + 60,
-            cwd=root,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise WrkError(f"grpcload exited with {done.returncode}: {done.stderr.strip()[-300:]}")
-        return WrkResult(**json.loads(done.stdout))
-
     try:
         if plan.warmup_s > 0:
             load(plan.warmup_s)
@@ -157,7 +129,7 @@ def measure_grpc_point(
         result = load(plan.duration_s)
         tcp_after = tcp_counters()
         counters = scrape(server.url, model).minus(before) if model and before else None
-    except (WrkError, httpx.HTTPError, subprocess.TimeoutExpired) as exc:
+    except (WrkError, httpx.HTTPError) as exc:
         return Point(server.name, case.name, connections, problem=str(exc).splitlines()[0][:300])
     tcp = (
         {k: tcp_after[k] - tcp_before[k] for k in ("RetransSegs", "EstabResets")}

@@ -1,4 +1,4 @@
-"""fpgaas's Prometheus counters that the benchmark reads: batch sizes and device-stage times.
+"""fpgaas's Prometheus counters that the benchmark reads: batch sizes, device-stage times, failures.
 
 Read before and after a measured run; the difference (`Counters.minus`) belongs to that run.
 """
@@ -19,6 +19,9 @@ class Counters:
     batch_calls: float = 0.0  # fpgaas_batch_size_count
     device_s: float = 0.0  # fpgaas_device_stage_seconds_sum, all stages, all devices
     kernel_calls: float = 0.0  # fpgaas_device_stage_seconds_count{stage="kernel"}
+    # nv_inference_request_failure, every version: how h2load's gRPC runs count failed RPCs, whose
+    # grpc-status h2load never sees.
+    failed_requests: float = 0.0
 
     def minus(self, earlier: Counters) -> Counters:
         return Counters(
@@ -26,6 +29,7 @@ class Counters:
             self.batch_calls - earlier.batch_calls,
             self.device_s - earlier.device_s,
             self.kernel_calls - earlier.kernel_calls,
+            self.failed_requests - earlier.failed_requests,
         )
 
     @property
@@ -41,7 +45,7 @@ class Counters:
 
 def parse_counters(text: str, model: str) -> Counters:
     """The counters of `model` in a Prometheus text exposition."""
-    values = {"batch_rows": 0.0, "batch_calls": 0.0, "device_s": 0.0, "kernel_calls": 0.0}
+    values = dict.fromkeys(("batch_rows", "batch_calls", "device_s", "kernel_calls", "failed_requests"), 0.0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.labels.get("model") != model:
@@ -56,6 +60,8 @@ def parse_counters(text: str, model: str) -> Counters:
                 sample.name == "fpgaas_device_stage_seconds_count" and sample.labels.get("stage") == "kernel"
             ):
                 values["kernel_calls"] += sample.value
+            elif family.name == "nv_inference_request_failure":  # the parser names it ..._total
+                values["failed_requests"] += sample.value
     return Counters(**values)
 
 

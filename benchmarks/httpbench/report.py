@@ -164,13 +164,13 @@ def targets_table(targets: Sequence[Target]) -> list[str]:
 GRPC_NOTES = (
     "The `grpc` cases are KServe v2 over gRPC (Triton's `ModelInfer`, what CMSSW's SONIC sends) on fpgaas's",
     "gRPC port: the rows in `raw_input_contents`, FP32 back in `raw_output_contents`. wrk speaks HTTP/1.1",
-    "only, so they are driven by `benchmarks/httpbench/grpcload.py`: the same closed loop as `wrk -cN` (N",
-    "calls in flight, each sent when the previous answer came back), on one grpc.aio channel (HTTP/2",
-    "streams on one TCP connection, as tritonclient and SONIC use one channel per server), in its own",
-    "process on wrk's core, sending pre-serialized request bytes. Caveat: it is Python over grpcio's C",
-    "core where wrk is C, so its own per-call cost is inside every gRPC latency; and grpcio itself costs",
-    "more per call than httptools (a trivial grpc.aio echo server, no fpgaas code, measured on the same",
-    "machine: see the gRPC section of docs/benchmarks/http.md).",
+    "only, so they are driven by h2load (nghttp2's C HTTP/2 load generator, `benchmarks/httpbench/h2load.py`):",
+    "the pre-serialized request as a gRPC-framed body, N streams in flight on one TCP connection (one",
+    "channel, as tritonclient and SONIC use one per server), each sent when the previous answer came back:",
+    "the same closed loop as `wrk -cN`, from wrk's core, and C like wrk. Percentiles come from h2load's",
+    "per-request log; errors add the server's `nv_inference_request_failure` over the run (h2load sees the",
+    "HTTP status, not grpc-status). grpcio itself costs more per call than httptools: a trivial grpc.aio",
+    "echo server (`benchmarks/grpc_floor.py`, no fpgaas code) gives the floor, see docs/benchmarks/http.md.",
 )
 
 

@@ -194,8 +194,8 @@ def pynq_targets(points: dict[Key, Point]) -> list[Target]:
 
 def grpc_targets(points: dict[Key, Point]) -> list[Target]:
     """Issue 10: single-row gRPC p50 at c=1 no worse than HTTP's (single-row binary /predict, the
-    fastest HTTP route, and v2 JSON, its REST counterpart). Measured by `grpcload`, a Python
-    client, against wrk: see its docstring for what that costs gRPC."""
+    fastest HTTP route, and v2 JSON, its REST counterpart). gRPC is driven by h2load, HTTP by wrk:
+    both C clients on the same core."""
     ours = _p50(points, (FPGAAS, "grpc", 1))
     return [
         _ratio(

@@ -1,5 +1,5 @@
 """The HTTP benchmark's own parts, cheaply: the peers answer what a numpy forward pass computes,
-wrk's report is read correctly (units, error lines), fpgaas's counters are read from /metrics text.
+wrk's report and h2load's log are read correctly (units, error lines), fpgaas's counters are read from /metrics text.
 No timing is asserted: the figures belong to `make bench`."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from benchmarks.httpbench.cases import GRPC_METHOD, N_INPUTS, inputs, is_grpc, make_cases, response_problem
+from benchmarks.httpbench.h2load import H2LOAD, grpc_frame, h2load_command, parse_log, run_h2load
 from benchmarks.httpbench.metrics import parse_counters
 from benchmarks.httpbench.procs import Cores, Server, free_port, listening_addresses, running, tcp_counters
 from benchmarks.httpbench.servers import KSERVE_VENV, PEERS
@@ -231,3 +232,85 @@ def test_kserve_peer_answers_v2_with_the_numpy_forward_pass(logs: Path) -> None:
         assert response.status_code == 200
         out = response.json()["outputs"][0]
         np.testing.assert_allclose(np.asarray(out["data"], dtype=np.float32).reshape(2, 1), y, rtol=1e-6)
+
+
+def test_failed_rpcs_are_read_from_tritons_failure_counter_of_every_version() -> None:
+    text = """\
+# TYPE nv_inference_request_failure counter
+nv_inference_request_failure{model="muon-pt",version="1"} 3.0
+nv_inference_request_failure{model="muon-pt",version="2"} 2.0
+nv_inference_request_failure{model="other",version="1"} 40.0
+"""
+    counters = parse_counters(text, "muon-pt")
+    assert counters.failed_requests == 5.0
+    assert counters.minus(counters).failed_requests == 0.0
+
+
+def test_a_grpc_message_is_framed_with_its_flag_and_big_endian_length() -> None:
+    assert grpc_frame(b"abc") == b"\x00\x00\x00\x00\x03abc"
+    assert grpc_frame(b"x" * 300)[:5] == b"\x00\x00\x00\x01\x2c"
+
+
+def test_h2load_log_gives_percentiles_and_counts_non_200_and_unanswered_streams() -> None:
+    # h2load's --log-file: start µs since epoch, HTTP status (-1: no response), µs to the end.
+    lines = [f"1796389180{i:06d}\t200\t{1000 * (i + 1)}" for i in range(100)]
+    lines += ["1796389181000000\t503\t500", "1796389181000001\t-1\t9000"]
+    result = parse_log("\n".join(lines) + "\n", duration_s=2.0)
+    assert result.requests == 102
+    assert result.requests_per_s == pytest.approx(51.0)
+    assert result.non_2xx == 1 and result.read_errors == 1
+    assert 45.0 < result.p50_ms < 55.0
+    assert result.p99_ms > result.p90_ms > result.p50_ms
+
+
+def test_an_empty_or_malformed_h2load_log_is_refused() -> None:
+    with pytest.raises(WrkError, match="no request"):
+        parse_log("", duration_s=1.0)
+    with pytest.raises(WrkError, match="start/status/duration"):
+        parse_log("1796389180000000 200\n", duration_s=1.0)
+
+
+@pytest.mark.skipif(shutil.which(H2LOAD) is None, reason="needs h2load (apt-get install nghttp2-client)")
+def test_h2load_drives_a_real_grpc_server_with_the_framed_case(tmp_path: Path) -> None:
+    """A grpc.aio server that counts the ModelInferRequests it parses: every RPC h2load logs as
+    answered reached it as a valid message of the `grpc` case."""
+    from tritonclient.grpc import service_pb2
+
+    case = make_cases("inputs")["grpc"]
+    body = tmp_path / "grpc.body"
+    body.write_bytes(grpc_frame(case.body))
+    port = free_port()
+    server_code = f"""
+import asyncio, grpc
+from tritonclient.grpc import service_pb2
+seen = 0
+async def infer(request, context):
+    global seen
+    seen += 1
+    assert request.model_name == "muon-pt" and len(request.raw_input_contents) == 1
+    return service_pb2.ModelInferResponse(model_name=request.model_name, id=str(seen))
+async def main():
+    server = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(
+        infer, service_pb2.ModelInferRequest.FromString, service_pb2.ModelInferResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {{"ModelInfer": handler}}),))
+    server.add_insecure_port("127.0.0.1:{port}")
+    await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+asyncio.run(main())
+"""
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-c", server_code], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == b"ready"
+        log_file = tmp_path / "h2load.log"
+        argv = h2load_command(f"http://127.0.0.1:{port}{GRPC_METHOD}", body, 4, 1, log_file)
+        result = run_h2load(argv, log_file, 1, 60)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert result.requests > 10 and result.non_2xx == 0 and result.read_errors == 0
+    assert service_pb2.ModelInferRequest.FromString(case.body).model_name == "muon-pt"
