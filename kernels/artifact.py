@@ -13,6 +13,10 @@ Layout (paths relative to the artifact directory)::
 `load_artifact` refuses a directory whose files do not match, and `write_manifest` makes the tree
 read-only once written. `load_artifact` checks integrity only: a server opens artifacts with
 `fpgaas.kernels.signing.verify_artifact`, which checks the signature before anything else.
+
+A path checked once may name other bytes when it is opened again, so what is loaded after
+verification is read with `Artifact.read_verified` (read once, compared with the verified
+manifest) and code is run only from those bytes (`fpgaas.kernels.sealed`).
 """
 
 from __future__ import annotations
@@ -145,6 +149,40 @@ class Artifact:
     def xclbin(self) -> Path | None:
         xb = self.manifest.binaries.xclbin
         return None if xb is None else self.path / xb
+
+    def read_verified(self, relative: str) -> bytes:
+        """The bytes of `relative`, read once, whose sha256 is the one the manifest lists.
+
+        Whatever uses a file after verification uses these bytes, never the path again: the
+        file may have been replaced since `verify_artifact` hashed it. Raises
+        ArtifactIntegrityError (`missing_file`, `hash_mismatch`) saying the file changed.
+        """
+        expected = self.manifest.files.get(relative)
+        path = self.path / relative
+        if expected is None:
+            raise ArtifactIntegrityError(
+                f"{path} is not listed in the verified manifest of {self.path}", reason="missing_file"
+            )
+        try:
+            # O_NOFOLLOW: a link planted since verification is refused rather than followed
+            # (the hash below would catch other bytes anyway; this names the problem).
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+        except OSError as exc:
+            raise ArtifactIntegrityError(
+                f"cannot open {path} after verification: {exc.strerror}", reason="missing_file"
+            ) from exc
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ArtifactIntegrityError(f"{path} is no longer a regular file", reason="extra_file")
+            data = fh.read()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ArtifactIntegrityError(
+                f"{path} changed after the artifact was verified (sha256 {actual}, the verified "
+                f"manifest lists {expected}); it is not loaded",
+                reason="hash_mismatch",
+            )
+        return data
 
 
 def sha256_file(path: Path) -> str:

@@ -150,7 +150,8 @@ class ModelRegistry:
             if not (_NAME.match(name) and _NAME.match(version)):
                 raise ArtifactError("model and version names are letters, digits, '.', '_' and '-'")
             # Nothing of the artifact but its manifest and signature is opened before this passes;
-            # a device only ever dlopen()s a library whose sha256 the signed manifest vouches for.
+            # devices load only bytes read once and checked against this verified manifest
+            # (`Artifact.read_verified`, `fpgaas.kernels.sealed`), never a path opened again.
             artifact = verify_artifact(version_dir, self._trusted)
             manifest = artifact.manifest
             if (manifest.name, manifest.version) != (name, version):

@@ -9,7 +9,7 @@ import numpy as np
 
 from fpgaas.kernels.engine.errors import UnsupportedLayer
 from fpgaas.kernels.engine.fixedpoint import FixedType, from_float32, to_float32
-from fpgaas.kernels.engine.hls_project import HlsProject, LayerCall, read_project
+from fpgaas.kernels.engine.hls_project import HlsProject, LayerCall, ReadText, read_disk, read_project
 from fpgaas.kernels.engine.layers import Activation, Dense, Layer, Normalize
 from fpgaas.kernels.engine.plan import FloatPlan, NotPlannable, compile_plan
 
@@ -50,12 +50,15 @@ class FixedPointEngine:
                 self._path = f"int64 layers (the float64 plan failed its self-check on {bad} outputs)"
 
     @classmethod
-    def from_hls_project(cls, hls_dir: Path, project_name: str = "myproject") -> FixedPointEngine:
-        """Build from an hls4ml io_parallel project directory (the artifact's `hls/`).
+    def from_hls_project(
+        cls, hls_dir: Path, project_name: str = "myproject", read: ReadText = read_disk
+    ) -> FixedPointEngine:
+        """Build from an hls4ml io_parallel project directory (the artifact's `hls/`), its files
+        read with `read` (see `hls_project.ReadText`); nothing is read after this returns.
 
         Raises `UnsupportedLayer` naming the first layer, type or construct it cannot reproduce.
         """
-        project = read_project(Path(hls_dir), project_name)
+        project = read_project(Path(hls_dir), project_name, read)
         if len(project.inputs) != 1 or len(project.outputs) != 1:
             raise UnsupportedLayer(f"{project_name} has {len(project.inputs)} inputs; the engine takes one")
         (in_type_name, var, n_inputs), (out_type_name, out_var, n_outputs) = (

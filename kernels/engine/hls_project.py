@@ -4,11 +4,16 @@ Only the generated text is read (no hls4ml or TensorFlow import): the call seque
 `firmware/<project>.cpp`, the typedefs in `firmware/defines.h`, the `struct configN` blocks in
 `firmware/parameters.h` and the weight arrays in `firmware/weights/*.h`. Anything outside the
 known templates raises `UnsupportedLayer` naming the construct.
+
+Files are read through a `ReadText` (the disk by default): a server passes one that reads the
+verified bytes of an artifact (`fpgaas.kernels.twin.open_cpu_kernel`), so the weights it serves
+are the ones it verified, not whatever is on disk when the engine is built.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +30,13 @@ _TOP_RE = r"void\s+{name}\s*\((.*?)\)\s*\{{"
 _PORT_RE = re.compile(r"(\w+)\s+(\w+)\s*\[\s*(\d+)\s*\]")
 _ARRAY_RE = re.compile(r"(\w+)\s+(\w+)\s*\[\s*(\d+)\s*\]\s*=\s*\{([^}]*)\}", re.S)
 _ALLOWED_STATEMENTS = {"load_weights_from_txt"}
+
+ReadText = Callable[[Path], str | None]  # a file's text, None when there is no such file
+
+
+def read_disk(path: Path) -> str | None:
+    """The default `ReadText`: the file as it is on disk now."""
+    return path.read_text() if path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,7 @@ class HlsProject:
     configs: dict[str, dict[str, str]]  # struct name -> {constant or typedef name: value}
     config_bases: dict[str, str]  # struct name -> nnet base struct
     weights_dir: Path
+    read: ReadText = read_disk
     _arrays: dict[str, tuple[str, list[float]]] = field(default_factory=dict, repr=False)
 
     def resolve(self, name: str) -> FixedType:
@@ -74,7 +87,7 @@ class HlsProject:
     def array(self, name: str, size: int) -> tuple[FixedType, np.ndarray]:
         """The weight array `name` as raw integers of its declared type."""
         if name not in self._arrays:
-            self._arrays.update(_read_arrays(self.weights_dir / f"{name}.h"))
+            self._arrays.update(_read_arrays(self.weights_dir / f"{name}.h", self.read))
         if name not in self._arrays:
             raise UnsupportedLayer(f"weight array {name} not found in {self.weights_dir}/{name}.h")
         type_name, values = self._arrays[name]
@@ -88,10 +101,11 @@ def _strip_comments(text: str) -> str:
     return re.sub(r"/\*.*?\*/", "", text, flags=re.S)
 
 
-def _read_arrays(path: Path) -> dict[str, tuple[str, list[float]]]:
-    if not path.is_file():
+def _read_arrays(path: Path, read: ReadText) -> dict[str, tuple[str, list[float]]]:
+    raw = read(path)
+    if raw is None:
         return {}
-    text = re.sub(r"//[^\n]*", "", _strip_comments(path.read_text()))
+    text = re.sub(r"//[^\n]*", "", _strip_comments(raw))
     out: dict[str, tuple[str, list[float]]] = {}
     for type_name, name, _size, body in _ARRAY_RE.findall(text):
         tokens = [tok.strip() for tok in body.split(",") if tok.strip()]
@@ -108,16 +122,16 @@ def _split_args(text: str) -> tuple[str, ...]:
     return tuple(a.strip() for a in text.split(",") if a.strip())
 
 
-def read_project(hls_dir: Path, project_name: str = "myproject") -> HlsProject:
-    """Parse `hls_dir/firmware/` of an hls4ml io_parallel project."""
+def read_project(hls_dir: Path, project_name: str = "myproject", read: ReadText = read_disk) -> HlsProject:
+    """Parse `hls_dir/firmware/` of an hls4ml io_parallel project, every file read with `read`."""
     fw = Path(hls_dir) / "firmware"
-    files = {n: fw / n for n in (f"{project_name}.cpp", "defines.h", "parameters.h")}
-    for name, path in files.items():
-        if not path.is_file():
+    texts = {}
+    for name in (f"{project_name}.cpp", "defines.h", "parameters.h"):
+        text = read(fw / name)
+        if text is None:
             raise UnsupportedLayer(f"{name} not found in {fw}")
-    top = _strip_comments(files[f"{project_name}.cpp"].read_text())
-    defines = _strip_comments(files["defines.h"].read_text())
-    params = _strip_comments(files["parameters.h"].read_text())
+        texts[name] = _strip_comments(text)
+    top, defines, params = texts[f"{project_name}.cpp"], texts["defines.h"], texts["parameters.h"]
 
     typedefs = {name: spelling for spelling, name in _TYPEDEF_RE.findall(defines)}
     configs: dict[str, dict[str, str]] = {}
@@ -158,4 +172,5 @@ def read_project(hls_dir: Path, project_name: str = "myproject") -> HlsProject:
         configs=configs,
         config_bases=bases,
         weights_dir=fw / "weights",
+        read=read,
     )

@@ -12,6 +12,9 @@ from typing import Protocol
 import numpy as np
 
 from fpgaas.kernels.artifact import Artifact
+from fpgaas.kernels.errors import DeviceError
+from fpgaas.kernels.sealed import SealedFile, seal_artifact_file
+from fpgaas.kernels.xclbin import EMULATION_XCLBIN
 
 
 @dataclass(frozen=True)
@@ -76,3 +79,19 @@ class Device(Protocol):
     def load(self, artifact: Artifact, max_batch: int) -> LoadedKernel: ...
 
     def close(self) -> None: ...
+
+
+def seal_xclbin(artifact: Artifact, *, emulated: bool, card: str) -> SealedFile:
+    """The verified bytes of the xclbin a card runs, sealed: the emulation xclbin on an emulated
+    card, the v++ output on a real one. The card is programmed from its `path`, at the first
+    load and at every reload, so what it runs is what was verified, whatever is on disk by then.
+
+    The caller owns the file and closes it with the kernel. Raises DeviceError when the artifact
+    has no such xclbin, ArtifactIntegrityError when the file changed since verification.
+    """
+    relative = EMULATION_XCLBIN if emulated else artifact.manifest.binaries.xclbin
+    if relative is None or relative not in artifact.manifest.files:
+        raise DeviceError(
+            f"{artifact.manifest.name} has no xclbin for {card}: {artifact.manifest.binaries.xclbin_status}"
+        )
+    return seal_artifact_file(artifact, relative)

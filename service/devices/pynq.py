@@ -14,7 +14,7 @@ the reload fails too, the card stays unhealthy and every later call tries the re
 
 A card holds one xclbin at a time (as XRT does), so a `PynqDevice` holds one artifact.
 Real cards run `artifact.xclbin` (the v++ output); emulated cards (see `pynq_emulation`) run
-`xclbin/emulation.xclbin`.
+`xclbin/emulation.xclbin`; either from a sealed copy of its verified bytes (`seal_xclbin`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,8 +34,8 @@ import pynq
 
 from fpgaas.kernels.artifact import Artifact
 from fpgaas.kernels.errors import DeviceError, DeviceTimeout
-from fpgaas.kernels.xclbin import EMULATION_XCLBIN
-from fpgaas.service.devices.base import DeviceInfo, KernelRunMixin, StageTimes
+from fpgaas.kernels.sealed import SealedFile
+from fpgaas.service.devices.base import DeviceInfo, KernelRunMixin, StageTimes, seal_xclbin
 from fpgaas.service.devices.pynq_compat import ensure_pynq_numpy2_compat
 
 # What an emulated card (fpgaas.service.devices.pynq_emulation) reports in `has_capability`;
@@ -112,12 +111,13 @@ class _Waiter:
 class PynqKernel(KernelRunMixin):
     """An artifact's kernel resident on one card, with buffers for `max_batch` rows.
 
-    Lifetime: from `PynqDevice.load` to `close`. `run` may be called from any thread; calls
-    are serialized (one compute unit, one pair of buffers).
+    Lifetime: from `PynqDevice.load` to `close`, which also closes `xclbin` (the sealed verified
+    xclbin every download and reload programs the card from). `run` may be called from any
+    thread; calls are serialized (one compute unit, one pair of buffers).
     """
 
     def __init__(
-        self, device: PynqDevice, artifact: Artifact, xclbin: str, max_batch: int, codec: Codec
+        self, device: PynqDevice, artifact: Artifact, xclbin: SealedFile, max_batch: int, codec: Codec
     ) -> None:
         self._device = device
         self._artifact = artifact
@@ -238,7 +238,7 @@ class PynqKernel(KernelRunMixin):
 
     def _acquire(self) -> None:
         card = self._device.card
-        self._overlay = pynq.Overlay(self._xclbin, device=card)
+        self._overlay = pynq.Overlay(self._xclbin.path, device=card)
         ip = _find_kernel_ip(self._overlay, self._artifact.manifest.kernel_name)
         rows = self._max_batch
         self._x_buf = pynq.allocate((rows, self._n_in), self._codec.buffer_dtype, target=_bank(card, ip, "x"))
@@ -267,6 +267,7 @@ class PynqKernel(KernelRunMixin):
                 return
             self._closed = True
             self._release()
+            self._xclbin.close()
             if self._waiter is not None:
                 self._waiter.abandon()
                 self._waiter = None
@@ -318,20 +319,16 @@ class PynqDevice:
                     f"{self.name} already holds {self._kernel.artifact.manifest.name}: "
                     "a card holds one xclbin at a time; place the model on another card"
                 )
-            kernel = PynqKernel(self, artifact, str(self._xclbin_for(artifact)), max_batch, self._codec)
-            kernel.open()
+            emulated = self.card.has_capability(EMULATION_CAPABILITY)
+            xclbin = seal_xclbin(artifact, emulated=emulated, card=f"{self.name} ({self._card_label})")
+            kernel = PynqKernel(self, artifact, xclbin, max_batch, self._codec)
+            try:
+                kernel.open()
+            except BaseException:
+                xclbin.close()
+                raise
             self._kernel = kernel
             return kernel
-
-    def _xclbin_for(self, artifact: Artifact) -> Path:
-        emulated = self.card.has_capability(EMULATION_CAPABILITY)
-        path = artifact.file(EMULATION_XCLBIN) if emulated else artifact.xclbin
-        if path is None or not path.is_file():
-            raise DeviceError(
-                f"{artifact.manifest.name} has no xclbin for {self.name} ({self._card_label}): "
-                f"{artifact.manifest.binaries.xclbin_status}"
-            )
-        return path
 
     def unloaded(self, kernel: PynqKernel) -> None:
         with self._lock:

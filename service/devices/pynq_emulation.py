@@ -8,6 +8,8 @@ memory; syncs copy between them, and the compute unit reads x from and writes y 
 only, so a forgotten sync gives stale data exactly as on hardware. The compute unit runs the
 artifact's kernel on the CPU through its twin `fpgaas.kernels.twin.open_cpu_kernel` (for the library named in the
 xclbin's USER_METADATA section, see `fpgaas.kernels.xclbin`), so results are bit-exact with the twin.
+`PynqDevice` hands a card a sealed copy of the verified xclbin, and the card then runs the verified
+bytes of that artifact's library (`fpgaas.kernels.twin.open_emulation_twin`), never the files on disk.
 
 Cards are enabled by configuration: `install_emulated_cards(n)` (or the environment variable
 `FPGAAS_PYNQ_EMULATED_CARDS=n` before PYNQ first probes) adds them to `pynq.Device.devices`,
@@ -37,7 +39,8 @@ from pynq._3rdparty import ert
 from pynq.buffer import PynqBuffer
 from pynq.pl_server.xclbin_parser import XclBin
 
-from fpgaas.kernels.artifact import MANIFEST_NAME, load_artifact
+from fpgaas.kernels.errors import ArtifactError
+from fpgaas.kernels.twin import open_emulation_twin
 from fpgaas.kernels.xclbin import read_xclbin
 from fpgaas.service.devices.pynq import EMULATION_CAPABILITY
 from fpgaas.service.devices.pynq_compat import ensure_pynq_numpy2_compat
@@ -223,7 +226,10 @@ class EmulatedCard(pynq.Device):
             meta = read_xclbin(path).user_metadata
             if "emulation_library" not in meta:
                 raise RuntimeError(f"{path} holds no emulation library: it needs a real card")
-            self._library = open_kernel_library(path, path.parent / meta["emulation_library"])
+            try:
+                _artifact, self._library = open_emulation_twin(path, meta["emulation_library"])
+            except ArtifactError as exc:
+                raise RuntimeError(f"Programming Device failed: {exc.message}") from exc
             self._n_inputs, self._n_outputs = int(meta["n_inputs"]), int(meta["n_outputs"])
             parser = parser if parser is not None else XclBin(str(path))
             self._bind_registers(parser.ip_dict)
@@ -437,20 +443,3 @@ def emulated_cards() -> list[EmulatedCard]:
     """The registry: every emulated card created in this process, by index."""
     with _cards_lock:
         return list(_cards)
-
-
-def open_kernel_library(xclbin: Path, library: Path) -> Any:
-    """Open the kernel's CPU twin (`fpgaas.kernels.twin.open_cpu_kernel`: the engine the manifest selected).
-
-    The xclbin normally sits in an artifact (`<artifact>/xclbin/emulation.xclbin`); the library
-    is then opened from the verified artifact, so the card runs exactly the bits its manifest lists.
-    """
-    from fpgaas.kernels.twin import open_cpu_kernel
-
-    root = xclbin.resolve().parent.parent
-    if not (root / MANIFEST_NAME).is_file():
-        raise RuntimeError(f"{xclbin} is not inside an artifact (no {root / MANIFEST_NAME})")
-    artifact = load_artifact(root)
-    if artifact.emulation_library is None or artifact.emulation_library.resolve() != library.resolve():
-        raise RuntimeError(f"{xclbin} names {library}, the artifact holds {artifact.emulation_library}")
-    return open_cpu_kernel(artifact)

@@ -30,7 +30,8 @@ Faults, as on `PynqDevice`: a run that does not finish by the deadline (DeviceTi
 failed sync, a run that ends in error (DeviceError) fail the call (503), mark the device
 unhealthy, and reload the xclbin (which aborts what is still in flight) and reallocate before
 the call returns; if the reload fails the device stays unhealthy and every later call tries
-again. A card holds one xclbin at a time, so a `PyxrtDevice` holds one artifact.
+again. A card holds one xclbin at a time, so a `PyxrtDevice` holds one artifact; it programs the card
+from a sealed copy of the xclbin's verified bytes (`seal_xclbin`), never from the artifact's path.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -52,8 +52,8 @@ import numpy as np
 
 from fpgaas.kernels.artifact import Artifact
 from fpgaas.kernels.errors import DeviceError, DeviceTimeout
-from fpgaas.kernels.xclbin import EMULATION_XCLBIN
-from fpgaas.service.devices.base import DeviceInfo, KernelRunMixin, StageTimes
+from fpgaas.kernels.sealed import SealedFile
+from fpgaas.service.devices.base import DeviceInfo, KernelRunMixin, StageTimes, seal_xclbin
 
 _FLOAT = np.dtype(np.float32)
 
@@ -85,10 +85,11 @@ class _Slot:
 class XrtKernel(KernelRunMixin):
     """An artifact's kernel resident on one card, N x k buffer sets of `run_rows` rows.
 
-    Lifetime: from `PyxrtDevice.load` to `close`. `run_into` may be called from any thread;
-    calls are serialized (each pipelines internally, see the module docstring)."""
+    Lifetime: from `PyxrtDevice.load` to `close`, which also closes `xclbin` (the sealed verified
+    xclbin every load and reload programs the card from). `run_into` may be called from any
+    thread; calls are serialized (each pipelines internally, see the module docstring)."""
 
-    def __init__(self, device: PyxrtDevice, artifact: Artifact, xclbin: str, max_batch: int) -> None:
+    def __init__(self, device: PyxrtDevice, artifact: Artifact, xclbin: SealedFile, max_batch: int) -> None:
         opts = device.options
         self._device = device
         self._pyxrt = device.pyxrt
@@ -240,7 +241,7 @@ class XrtKernel(KernelRunMixin):
     def _acquire(self) -> None:
         pyxrt, opts = self._pyxrt, self._device.options
         handle = pyxrt.device(self._device.index)
-        xclbin_uuid = handle.load_xclbin(pyxrt.xclbin(self._xclbin))
+        xclbin_uuid = handle.load_xclbin(pyxrt.xclbin(self._xclbin.path))
         name = self._artifact.manifest.kernel_name
         cus = [
             pyxrt.kernel(handle, xclbin_uuid, f"{name}:{{{name}_{c}}}", pyxrt.kernel.shared)
@@ -268,6 +269,7 @@ class XrtKernel(KernelRunMixin):
                 return
             self._closed = True
             self._release()
+            self._xclbin.close()
         self._device.unloaded(self)
 
     @property
@@ -343,19 +345,15 @@ class PyxrtDevice:
                     f"{self.name} already holds {self._kernel.artifact.manifest.name}: "
                     "a card holds one xclbin at a time; place the model on another card"
                 )
-            kernel = XrtKernel(self, artifact, str(self._xclbin_for(artifact)), max_batch)
-            kernel.open()
+            xclbin = seal_xclbin(artifact, emulated=self._emulated, card=f"{self.name} ({self._card_label})")
+            kernel = XrtKernel(self, artifact, xclbin, max_batch)
+            try:
+                kernel.open()
+            except BaseException:
+                xclbin.close()
+                raise
             self._kernel = kernel
             return kernel
-
-    def _xclbin_for(self, artifact: Artifact) -> Path:
-        path = artifact.file(EMULATION_XCLBIN) if self._emulated else artifact.xclbin
-        if path is None or not path.is_file():
-            raise DeviceError(
-                f"{artifact.manifest.name} has no xclbin for {self.name} ({self._card_label}): "
-                f"{artifact.manifest.binaries.xclbin_status}"
-            )
-        return path
 
     def unloaded(self, kernel: XrtKernel) -> None:
         with self._lock:

@@ -26,7 +26,8 @@ Fidelity, as on the emulated PYNQ card (`pynq_emulation`):
   copies between the two, and a compute unit reads x from and writes y to card memory only, so
   a missing sync gives stale data;
 - the compute unit runs the artifact's CPU twin (`fpgaas.kernels.twin.open_cpu_kernel`), so its
-  bits are the kernel's;
+  bits are the kernel's; given the sealed xclbin `PyxrtDevice` makes, it runs the verified bytes
+  of that artifact (`fpgaas.kernels.twin.open_emulation_twin`), never the files on disk;
 - `inject("hang" | "sync_error" | "load_error")` fails the next run / sync / xclbin load the
   way hardware does; reloading an xclbin aborts the runs in flight (ERT_CMD_STATE_ABORT).
 - compute units: an xclbin linked with `nk=fpgaas_kernel:N` has CUs fpgaas_kernel_1..N. The
@@ -71,7 +72,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fpgaas.kernels.artifact import MANIFEST_NAME, load_artifact
+from fpgaas.kernels.artifact import Artifact
+from fpgaas.kernels.errors import ArtifactError
+from fpgaas.kernels.twin import open_emulation_twin
 from fpgaas.kernels.xclbin import XclbinInfo, read_xclbin
 
 FPGAAS_EMULATION = True  # what `PyxrtDevice` checks to pick the emulation xclbin of an artifact
@@ -492,10 +495,13 @@ class _Card:
             meta = xb.info.user_metadata
             if "emulation_library" not in meta:
                 raise RuntimeError(f"load_axlf: {xb.path} holds no emulation library: it needs a real card")
-            self._library = _open_twin(xb.path, xb.path.parent / meta["emulation_library"])
+            try:
+                artifact, self._library = open_emulation_twin(xb.path, meta["emulation_library"])
+            except ArtifactError as exc:
+                raise RuntimeError(f"load_axlf: {exc.message}") from exc
             self._info = xb.info
             self._uuid = xb.get_uuid()
-            count = _compute_units(xb.path, xb.info.kernel_name)
+            count = _compute_units(artifact, xb.info.kernel_name)
             self._cus = {
                 f"{xb.info.kernel_name}_{i}": _ComputeUnit(self, f"{xb.info.kernel_name}_{i}")
                 for i in range(1, count + 1)
@@ -699,26 +705,12 @@ def emulated_cards() -> list[_Card]:
         return list(_cards)
 
 
-def _open_twin(xclbin_path: Path, library: Path) -> Any:
-    """The CPU twin the artifact holding this emulation xclbin selected (`<artifact>/xclbin/...`)."""
-    from fpgaas.kernels.twin import open_cpu_kernel
-
-    root = xclbin_path.resolve().parent.parent
-    if not (root / MANIFEST_NAME).is_file():
-        raise RuntimeError(f"load_axlf: {xclbin_path} is not inside an artifact (no {MANIFEST_NAME})")
-    artifact = load_artifact(root)
-    if artifact.emulation_library is None or artifact.emulation_library.resolve() != library.resolve():
-        raise RuntimeError(
-            f"load_axlf: {xclbin_path} names {library}, the artifact holds {artifact.emulation_library}"
-        )
-    return open_cpu_kernel(artifact)
-
-
-def _compute_units(xclbin_path: Path, kernel_name: str) -> int:
-    """How many CUs v++ would instantiate: `nk=<kernel>:N` of the artifact's connectivity config."""
-    config = xclbin_path.resolve().parent.parent / "hls" / f"{kernel_name}.cfg"
-    if config.is_file():
-        for name, count in _NK.findall(config.read_text()):
+def _compute_units(artifact: Artifact, kernel_name: str) -> int:
+    """How many CUs v++ would instantiate: `nk=<kernel>:N` of the artifact's connectivity config
+    (its verified bytes)."""
+    config = f"hls/{kernel_name}.cfg"
+    if config in artifact.manifest.files:
+        for name, count in _NK.findall(artifact.read_verified(config).decode()):
             if name == kernel_name:
                 return max(1, int(count))
     return 1

@@ -126,3 +126,34 @@ def test_an_unknown_schema_version_is_refused(sealed: Path) -> None:
     path.write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match="schema_version 99"):
         load_artifact(sealed)
+
+
+def test_read_verified_gives_the_bytes_the_manifest_vouches_for(sealed: Path) -> None:
+    artifact = load_artifact(sealed)
+    assert artifact.read_verified("emulation/libkernel.so") == FILES["emulation/libkernel.so"]
+
+
+def test_read_verified_refuses_a_file_changed_since_verification_naming_it(sealed: Path) -> None:
+    artifact = load_artifact(sealed)
+    library = sealed / "emulation/libkernel.so"
+    library.chmod(0o644)
+    library.write_bytes(b"\x7fELF another library")
+
+    with pytest.raises(ArtifactIntegrityError, match="changed after the artifact was verified") as caught:
+        artifact.read_verified("emulation/libkernel.so")
+
+    assert caught.value.reason == "hash_mismatch" and str(library) in caught.value.message
+
+
+def test_read_verified_refuses_a_link_planted_since_verification_and_unlisted_files(sealed: Path) -> None:
+    artifact = load_artifact(sealed)
+    library = sealed / "emulation/libkernel.so"
+    library.unlink()
+    library.symlink_to(sealed / "logs/gxx.log")
+
+    with pytest.raises(ArtifactIntegrityError, match="after verification") as linked:
+        artifact.read_verified("emulation/libkernel.so")
+    with pytest.raises(ArtifactIntegrityError, match="not listed") as unlisted:
+        artifact.read_verified("emulation/other.so")
+
+    assert linked.value.reason == unlisted.value.reason == "missing_file"

@@ -7,6 +7,7 @@ second 15 s build); a tampered copy has one byte of its emulation library change
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -24,6 +25,18 @@ from tests.fixtures.signing import reseal
 # The tiny model's widths (test modules repeat them: tests/ is not a package).
 N_INPUTS = 6
 N_OUTPUTS = 2
+
+# A forged kernel library: it exports the kernel ABI, so only its constructor tells it apart.
+_PAYLOAD = r"""
+#include <cstdio>
+__attribute__((constructor)) static void payload() {
+    std::FILE* f = std::fopen(MARKER, "w");
+    if (f) { std::fputs("the forged library ran", f); std::fclose(f); }
+}
+extern "C" void fpgaas_kernel(const float*, float* y, unsigned int n) {
+    for (unsigned int i = 0; i < 2 * n; ++i) y[i] = 42.0f;
+}
+"""
 
 
 def _tiny_qkeras_model(path: Path) -> Path:
@@ -62,6 +75,20 @@ def tamper(artifact_dir: Path) -> None:
     data = bytearray(lib.read_bytes())
     data[len(data) // 2] ^= 0xFF
     lib.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(forged library, the marker file its constructor writes); the marker does not exist yet."""
+    work = tmp_path_factory.mktemp("payload")
+    source, library, marker = work / "payload.cpp", work / "libkernel.so", work / "MARKER"
+    source.write_text(_PAYLOAD)
+    subprocess.run(
+        ["g++", "-shared", "-fPIC", f'-DMARKER="{marker}"', "-o", str(library), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    return library, marker
 
 
 @pytest.fixture(scope="session")

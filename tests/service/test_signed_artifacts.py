@@ -25,32 +25,6 @@ from tests.fixtures.signing import TEST_PUBLIC_KEY, reseal
 
 pytestmark = pytest.mark.asyncio
 
-# A library that exports the kernel ABI, so only its constructor tells it apart.
-_PAYLOAD = r"""
-#include <cstdio>
-__attribute__((constructor)) static void payload() {
-    std::FILE* f = std::fopen(MARKER, "w");
-    if (f) { std::fputs("the forged library ran", f); std::fclose(f); }
-}
-extern "C" void fpgaas_kernel(const float*, float* y, unsigned int n) {
-    for (unsigned int i = 0; i < 2 * n; ++i) y[i] = 42.0f;
-}
-"""
-
-
-@pytest.fixture(scope="module")
-def payload(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(forged library, the marker file its constructor writes); the marker does not exist yet."""
-    work = tmp_path_factory.mktemp("payload")
-    source, library, marker = work / "payload.cpp", work / "libkernel.so", work / "MARKER"
-    source.write_text(_PAYLOAD)
-    subprocess.run(
-        ["g++", "-shared", "-fPIC", f'-DMARKER="{marker}"', "-o", str(library), str(source)],
-        check=True,
-        capture_output=True,
-    )
-    return library, marker
-
 
 def _forge(tiny: Artifact, target: Path, library: Path, signature: str) -> Path:
     """tiny's artifact with the forged library and a manifest whose hashes all match it.
