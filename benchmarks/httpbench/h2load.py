@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.httpbench.wrk import WrkError, WrkResult
+from benchmarks.httpbench.wrk import WrkError, WrkResult, run_load_tool
 
 H2LOAD = "h2load"
 DEBIAN_PACKAGE = "nghttp2-client"
@@ -86,12 +86,7 @@ def parse_log(text: str, duration_s: float) -> WrkResult:
 def run_h2load(argv: list[str], log_file: Path, seconds: int, wall_timeout_s: float) -> WrkResult:
     """Run h2load (argv from `h2load_command`, possibly wrapped by taskset) and parse its log."""
     log_file.unlink(missing_ok=True)
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=wall_timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise WrkError(f"h2load did not finish within {wall_timeout_s:.0f} s") from exc
-    if done.returncode != 0:
-        raise WrkError(f"h2load exited with {done.returncode}: {(done.stderr or done.stdout).strip()[-300:]}")
+    run_load_tool(H2LOAD, argv, wall_timeout_s)
     try:
         text = log_file.read_text()
     except OSError as exc:

@@ -133,10 +133,15 @@ def wrk_command(
 
 def run_wrk(argv: list[str], wall_timeout_s: float) -> WrkResult:
     """Run wrk (argv as `wrk_command` makes it, maybe behind `taskset`) and parse its report."""
+    return parse_wrk(run_load_tool("wrk", argv, wall_timeout_s))
+
+
+def run_load_tool(name: str, argv: list[str], wall_timeout_s: float) -> str:
+    """Run load generator `name` (wrk or h2load) to completion; its stdout, or WrkError saying why not."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=wall_timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise WrkError(f"wrk did not finish within {wall_timeout_s:.0f} s") from exc
+        raise WrkError(f"{name} did not finish within {wall_timeout_s:.0f} s") from exc
     if done.returncode != 0:
-        raise WrkError(f"wrk exited with {done.returncode}: {(done.stderr or done.stdout).strip()[-500:]}")
-    return parse_wrk(done.stdout)
+        raise WrkError(f"{name} exited with {done.returncode}: {(done.stderr or done.stdout).strip()[-500:]}")
+    return done.stdout
