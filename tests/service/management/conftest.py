@@ -10,23 +10,16 @@ import pytest
 
 from fpgaas.kernels.builds.postgres import EmbeddedPostgres
 from tests.fixtures.builds import BuiltModel, shared_small_build
-from tests.fixtures.management import Stack
-from tests.fixtures.postgres import fresh_database, postgres_cluster
+from tests.fixtures.management import Stack, deployment
+from tests.fixtures.postgres import postgres_cluster
 
 __all__ = ["postgres_cluster"]
 
 
 @pytest.fixture
 def stack(postgres_cluster: EmbeddedPostgres, tmp_path: Path) -> Iterator[Stack]:
-    (tmp_path / "repository").mkdir()
-    (tmp_path / "logs").mkdir()
-    deployment = Stack(
-        fresh_database(postgres_cluster), tmp_path / "repository", tmp_path / "state", tmp_path / "logs"
-    )
-    try:
-        yield deployment
-    finally:
-        deployment.stop_workers()
+    with deployment(postgres_cluster, tmp_path) as fresh:
+        yield fresh
 
 
 @pytest.fixture(scope="session")
