@@ -56,7 +56,7 @@ lint: install
 	$(BIN)/ruff check service builder client kernels fpgaas tests benchmarks examples deploy docker
 	$(BIN)/ruff format --check service builder client kernels fpgaas tests benchmarks examples deploy docker
 	$(BIN)/mypy -p fpgaas
-	$(BIN)/mypy deploy docker/lock.py docker/smoke.py
+	$(BIN)/mypy deploy docker/lock.py docker/smoke
 
 bench: install model
 	$(BIN)/python benchmarks/bench_engine.py

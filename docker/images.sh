@@ -9,7 +9,7 @@
 #     `git archive HEAD`) into build/images/wheels on the host, so the image builds install
 #     Python packages offline.
 #  3. images: buildah bud --isolation chroot for each Dockerfile, timed, sizes recorded.
-#  4. smoke: docker/smoke.py runs each image's entry point in its mounted rootfs.
+#  4. smoke: docker/smoke (python -m smoke) runs each image's entry point in its mounted rootfs.
 # Results (times, sizes, smoke output) go to build/images/report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +47,8 @@ fi
 t0=$SECONDS
 "$PY" -m pip wheel -q --wheel-dir "$WORK/wheels" \
     -r docker/requirements/server.txt -r docker/requirements/builder.txt -r docker/requirements/client.txt
+# Resolved on its own: the builder's Keras 3 venv pins other numpy, h5py and ml-dtypes versions.
+"$PY" -m pip wheel -q --wheel-dir "$WORK/wheels" -r docker/requirements/builder-keras3.txt
 # fpgaas itself from the last commit, not the work tree: an image holds only committed code.
 rm -rf "$WORK/src" "$WORK"/wheels/fpgaas-*.whl
 mkdir -p "$WORK/src"
@@ -67,4 +69,4 @@ for image in server builder client; do
     record "image localhost/fpgaas-$image:$TAG: built in $seconds s, size $size"
 done
 
-"$PY" docker/smoke.py 2>&1 | tee -a "$REPORT"
+PYTHONPATH=docker${PYTHONPATH:+:$PYTHONPATH} "$PY" -m smoke 2>&1 | tee -a "$REPORT"

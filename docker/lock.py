@@ -1,10 +1,12 @@
 """Write the pinned requirements the images install: the closure of fpgaas's extras, at the
-versions installed in the environment the test suite ran in (`.venv`).
+versions installed in the environment the test suite ran in (`.venv`), and the builder's Keras 3
+interpreter (`builder-keras3.txt`: every distribution in `.venv-keras3`, which `make install` makes
+from requirements-keras3.txt and the builder's Keras 3 and HGQ2 tests run with).
 
     .venv/bin/python docker/lock.py            # rewrite docker/requirements/*.txt
-    .venv/bin/python docker/lock.py --check    # exit 1 if they differ from the environment
+    .venv/bin/python docker/lock.py --check    # exit 1 if they differ from the environments
 
-Pinning to the tested environment (rather than resolving afresh) means an image carries exactly
+Pinning to the tested environments (rather than resolving afresh) means an image carries exactly
 the library versions `make test` passed with.
 """
 
@@ -19,6 +21,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 HERE = Path(__file__).resolve().parent / "requirements"
+KERAS3_VENV = Path(__file__).resolve().parent.parent / ".venv-keras3"
+# The builder image's second venv: HGQ2 installs a `qkeras` shim over QKeras, so it cannot share one.
+KERAS3_LOCK = "builder-keras3"
 # image -> the extras of fpgaas it installs
 IMAGES: dict[str, tuple[str, ...]] = {"server": ("server",), "builder": ("builder",), "client": ()}
 # The packaging tools the venv itself brings; never pinned as dependencies.
@@ -51,14 +56,28 @@ def closure(extras: tuple[str, ...]) -> dict[str, str]:
     return {n: v for n, v in sorted(pins.items()) if n not in SKIP}
 
 
+def installed(venv: Path) -> dict[str, str]:
+    """Canonical name -> version of every distribution installed in the virtualenv `venv`."""
+    site = sorted(venv.glob("lib/python3*/site-packages"))
+    if not site:
+        raise SystemExit(f"{venv} is not a virtualenv; make install creates it")
+    pins = {
+        canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions(path=[str(site[0])])
+    }
+    return {n: v for n, v in sorted(pins.items()) if n not in SKIP}
+
+
 def render(image: str) -> str:
-    extras = IMAGES[image]
-    header = (
-        f"# fpgaas[{','.join(extras)}] closure, pinned to the tested .venv; written by docker/lock.py\n"
-        if extras
-        else "# fpgaas (client) closure, pinned to the tested .venv; written by docker/lock.py\n"
-    )
-    return header + "".join(f"{n}=={v}\n" for n, v in closure(extras).items())
+    if image == KERAS3_LOCK:
+        what, pins = (
+            "the builder's Keras 3 interpreter, pinned to the tested .venv-keras3",
+            installed(KERAS3_VENV),
+        )
+    else:
+        extras = IMAGES[image]
+        what = f"fpgaas[{','.join(extras)}] closure" if extras else "fpgaas (client) closure"
+        what, pins = f"{what}, pinned to the tested .venv", closure(extras)
+    return f"# {what}; written by docker/lock.py\n" + "".join(f"{n}=={v}\n" for n, v in pins.items())
 
 
 def main() -> int:
@@ -67,7 +86,7 @@ def main() -> int:
     args = p.parse_args()
     stale = []
     HERE.mkdir(exist_ok=True)
-    for image in IMAGES:
+    for image in (*IMAGES, KERAS3_LOCK):
         path = HERE / f"{image}.txt"
         text = render(image)
         if args.check:

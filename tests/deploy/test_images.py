@@ -1,5 +1,5 @@
 """The image definitions (docker/Dockerfile*): hadolint-clean, multi-stage, a numeric non-root
-user, exact pins. The images themselves are built by `make images` (buildah, minutes of CPU:
+user, exact pins; the builder image's second (Keras 3 + HGQ2) venv. The images themselves are built by `make images` (buildah, minutes of CPU:
 not part of `make test`) and smoke-tested there by docker/smoke.py; docs/deploy.md has its run."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from fpgaas.builder.settings import BuilderSettings
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((REPO / "docker").glob("Dockerfile*"))
@@ -67,6 +69,25 @@ def test_images_are_multi_stage_and_run_as_a_numeric_user(dockerfile: Path) -> N
     assert "--no-index" in text and "-r /tmp/requirements.txt fpgaas==0.1.0" in text
 
 
+def locked(path: Path) -> dict[str, str]:
+    """Canonical name -> version of a pinned requirements file (`name==version` lines only)."""
+    pins: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, version = line.split("==")
+        assert canonicalize_name(name) not in pins, f"{path.name}: {name} pinned twice"
+        pins[canonicalize_name(name)] = version
+    return pins
+
+
+def instructions(dockerfile: Path) -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined and white space folded."""
+    joined = re.sub(r"\\\n", " ", dockerfile.read_text())
+    lines = (line.strip() for line in joined.splitlines())
+    return [" ".join(line.split()) for line in lines if line and not line.startswith("#")]
+
+
 def pyproject_requirements(extra: str | None) -> list[Requirement]:
     """fpgaas's own requirements with `extra` (from the installed metadata: pyproject as built)."""
     found = []
@@ -82,16 +103,40 @@ def pyproject_requirements(extra: str | None) -> list[Requirement]:
 def test_locked_requirements_pin_everything_pyproject_asks_for(image: str, extra: str | None) -> None:
     """docker/requirements/<image>.txt (docker/lock.py) pins exact versions, one per package,
     including every direct dependency of the image's extra at a version pyproject allows."""
-    pins: dict[str, str] = {}
-    for line in (REPO / "docker" / "requirements" / f"{image}.txt").read_text().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, version = line.split("==")
-        assert canonicalize_name(name) not in pins, f"{name} pinned twice"
-        pins[canonicalize_name(name)] = version
+    pins = locked(REPO / "docker" / "requirements" / f"{image}.txt")
     for req in pyproject_requirements(extra):
         name = canonicalize_name(req.name)
         assert name in pins, f"{image}: {req.name} ({req}) is not locked; run docker/lock.py"
         assert req.specifier.contains(pins[name], prereleases=True), (
             f"{image}: {name}=={pins[name]} breaks {req}"
         )
+
+
+def test_the_builder_image_parses_keras3_models_with_a_second_venv_that_has_hgq2() -> None:
+    """HGQ2 cannot share the builder's venv (its `qkeras` shim shadows QKeras), so the image has
+    /opt/keras3, installed offline at builder-keras3.txt's pins and named by FPGAAS_KERAS3_PYTHON:
+    without it HGQ2 `.keras` builds fail in the image with a BuildError naming hgq2."""
+    steps = instructions(REPO / "docker" / "Dockerfile.builder")
+    final = steps[max(i for i, step in enumerate(steps) if step.startswith("FROM ")) :]
+    variable = f"{BuilderSettings.model_config['env_prefix']}KERAS3_PYTHON"
+    assert "keras3_python" in BuilderSettings.model_fields  # the setting that variable fills
+    [env] = [step for step in final if step.startswith("ENV ")]
+    assert f"{variable}=/opt/keras3/bin/python" in env.split()
+    assert "COPY --from=venv /opt/keras3 /opt/keras3" in final
+    assert "COPY docker/requirements/builder-keras3.txt /tmp/requirements-keras3.txt" in steps
+    [install] = [step for step in steps if "python3 -m venv /opt/keras3" in step]
+    assert (
+        "/opt/keras3/bin/pip install --no-cache-dir --no-index --find-links /wheels "
+        "-r /tmp/requirements-keras3.txt"
+    ) in install
+
+
+def test_the_builder_keras3_lock_is_the_tested_keras3_venv_with_the_builders_hls4ml() -> None:
+    """builder-keras3.txt (docker/lock.py, from .venv-keras3) pins exactly requirements-keras3.txt,
+    which `make install` installs and the Keras 3 / HGQ2 tests run with; its hls4ml is the builder
+    venv's, since the child's hls4ml parses the layer list the parent's hls4ml converts."""
+    image = locked(REPO / "docker" / "requirements" / "builder-keras3.txt")
+    assert image == locked(REPO / "requirements-keras3.txt")
+    assert {"hgq2", "keras", "hls4ml", "jax"} <= image.keys()
+    assert image["keras"].startswith("3.")
+    assert image["hls4ml"] == locked(REPO / "docker" / "requirements" / "builder.txt")["hls4ml"]
