@@ -35,7 +35,8 @@ import pynq
 from fpgaas.kernels.artifact import Artifact
 from fpgaas.kernels.errors import DeviceError, DeviceTimeout
 from fpgaas.kernels.sealed import SealedFile
-from fpgaas.service.devices.base import DeviceInfo, KernelRunMixin, StageTimes, seal_xclbin
+from fpgaas.service.devices.base import StageTimes
+from fpgaas.service.devices.card import Card, CardKernel
 from fpgaas.service.devices.pynq_compat import ensure_pynq_numpy2_compat
 
 # What an emulated card (fpgaas.service.devices.pynq_emulation) reports in `has_capability`;
@@ -108,60 +109,26 @@ class _Waiter:
         self._jobs.put(None)
 
 
-class PynqKernel(KernelRunMixin):
-    """An artifact's kernel resident on one card, with buffers for `max_batch` rows.
-
-    Lifetime: from `PynqDevice.load` to `close`, which also closes `xclbin` (the sealed verified
-    xclbin every download and reload programs the card from). `run` may be called from any
-    thread; calls are serialized (one compute unit, one pair of buffers).
-    """
+class PynqKernel(CardKernel):
+    """An artifact's kernel resident on one card through PYNQ, with one pair of buffers for
+    `max_batch` rows (one compute unit). The fault rule and lifetime are `CardKernel`'s."""
 
     def __init__(
         self, device: PynqDevice, artifact: Artifact, xclbin: SealedFile, max_batch: int, codec: Codec
     ) -> None:
-        self._device = device
-        self._artifact = artifact
-        self._xclbin = xclbin
-        self._max_batch = max_batch
+        super().__init__(device, artifact, xclbin, max_batch)
+        self._pynq_device = device
         self._codec = codec
-        self._n_in = artifact.manifest.inputs[0].width
-        self._n_out = self.n_outputs = artifact.manifest.outputs[0].width
-        self._lock = threading.Lock()
         self._overlay: Any = None
         self._ip: Any = None
         self._x_buf: Any = None
         self._y_buf: Any = None
         self._waiter: _Waiter | None = None
         self._rows: dict[int, tuple[Any, Any]] = {}  # n -> views of the first n buffer rows
-        self._closed = False
 
     @property
-    def max_batch(self) -> int:
-        return self._max_batch
-
-    @property
-    def artifact(self) -> Artifact:
-        return self._artifact
-
-    def run_into(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
-        """x: float32 (n, n_inputs), n <= max_batch -> float32 (n, n_outputs) into `out`; stage times.
-
-        Raises DeviceTimeout / DeviceError when the card fails; by then it has been reloaded.
-        Rows this card cannot take are a DeviceError: the batcher checked them already.
-        """
-        if x.ndim != 2 or x.shape[1] != self._n_in or x.shape[0] > self._max_batch:
-            raise DeviceError(
-                f"{self._device.name}: takes float32 (n <= {self._max_batch}, {self._n_in}), "
-                f"got {x.dtype} {x.shape}"
-            )
-        if out.shape != (x.shape[0], self._n_out):
-            raise DeviceError(f"{self._device.name}: output buffer {out.shape} for {x.shape[0]} rows")
-        with self._lock:
-            if self._closed:
-                raise DeviceError(f"{self._device.name}: the kernel of {self._label} was unloaded")
-            if self._ip is None:
-                self._recover("the previous reload failed")
-            return self._run_locked(x, out)
+    def _loaded(self) -> bool:
+        return self._ip is not None
 
     def _run_locked(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
         n = x.shape[0]
@@ -171,73 +138,30 @@ class PynqKernel(KernelRunMixin):
         x_rows, y_rows = rows
         t0 = time.perf_counter()
         self._codec.encode(x, x_rows)
-        self._guard(x_rows.sync_to_device, "DMA sync to the device failed")
+        self._guard("DMA sync to the device failed", x_rows.sync_to_device)
         t1 = time.perf_counter()
-        handle = self._guard(lambda: self._ip.start(self._x_buf, self._y_buf, n), "kernel start failed")
+        handle = self._guard("kernel start failed", self._ip.start, self._x_buf, self._y_buf, n)
         assert self._waiter is not None
+        timeout = self._device.options.kernel_timeout_s
         try:
             # A handle already done costs nothing to wait for; otherwise hand it to the waiter
             # thread (a ~40 us switch) because PYNQ's own wait() cannot time out.
             if getattr(handle, "done", False):
                 handle.wait()
             else:
-                self._waiter.wait(handle, self._device.options.kernel_timeout_s)
+                self._waiter.wait(handle, timeout)
         except FutureTimeout as exc:
-            timeout = self._device.options.kernel_timeout_s
             self._fail(DeviceTimeout(f"{self._device.name}: kernel did not finish within {timeout} s"), exc)
         except Exception as exc:
             self._fail(DeviceError(f"{self._device.name}: kernel execution failed: {exc}"), exc)
         t2 = time.perf_counter()
-        self._guard(y_rows.sync_from_device, "DMA sync from the device failed")
+        self._guard("DMA sync from the device failed", y_rows.sync_from_device)
         self._codec.decode_into(y_rows, out)
         t3 = time.perf_counter()
         return StageTimes(to_device_s=t1 - t0, kernel_s=t2 - t1, from_device_s=t3 - t2)
 
-    def _guard(self, step: Any, what: str) -> Any:
-        try:
-            return step()
-        except Exception as exc:
-            self._fail(DeviceError(f"{self._device.name}: {what}: {exc}"), exc)
-
-    def _fail(self, error: DeviceError, cause: BaseException) -> None:
-        """Mark the card unhealthy, reload it, then raise `error` for the failed call."""
-        self._device.mark(healthy=False, detail=error.message)
-        if isinstance(error, DeviceTimeout) and self._waiter is not None:
-            self._waiter.abandon()
-            self._waiter = None
-        # If the reload fails too the card stays unhealthy; the next call retries it.
-        with contextlib.suppress(DeviceError):
-            self._recover(error.message)
-        raise error from cause
-
-    def open(self) -> None:
-        """Download the overlay and allocate the buffers, retrying as configured."""
-        with self._lock:
-            self._recover(None)
-
-    def _recover(self, reason: str | None) -> None:
-        opts = self._device.options
-        last: Exception | None = None
-        for attempt in range(max(1, opts.reload_attempts)):
-            if attempt:
-                time.sleep(opts.reload_backoff_s * attempt)
-            try:
-                self._release()
-                self._acquire()
-            except Exception as exc:
-                last = exc
-                continue
-            detail = f"holds {self._label}" + (f"; reloaded after: {reason}" if reason else "")
-            self._device.mark(healthy=True, detail=detail)
-            return
-        self._release()
-        cause = reason or "initial load"
-        message = f"{self._device.name}: overlay failed to load ({cause}): {last}"
-        self._device.mark(healthy=False, detail=message)
-        raise DeviceError(message) from last
-
     def _acquire(self) -> None:
-        card = self._device.card
+        card = self._pynq_device.card
         self._overlay = pynq.Overlay(self._xclbin.path, device=card)
         ip = _find_kernel_ip(self._overlay, self._artifact.manifest.kernel_name)
         rows = self._max_batch
@@ -261,29 +185,18 @@ class PynqKernel(KernelRunMixin):
                 self._overlay.free()
             self._overlay = None
 
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._release()
-            self._xclbin.close()
-            if self._waiter is not None:
-                self._waiter.abandon()
-                self._waiter = None
-        self._device.unloaded(self)
-
-    @property
-    def _label(self) -> str:
-        m = self._artifact.manifest
-        return f"{m.name} v{m.version}"
+    def _abandon(self) -> None:
+        # The waiter may be pinned by a hung handle: a reload starts a new one.
+        if self._waiter is not None:
+            self._waiter.abandon()
+            self._waiter = None
 
 
-class PynqDevice:
-    """One PYNQ card (`pynq.Device.devices[index]`) as an fpgaas `Device`.
+class PynqDevice(Card):
+    """One PYNQ card (`pynq.Device.devices[index]`) as an fpgaas `Device` (see `Card`)."""
 
-    Thread-safety: `info` may be read from any thread; `load`/`close` are serialized.
-    """
+    kind = "pynq"
+    program = "overlay"
 
     def __init__(self, index: int, *, options: PynqOptions | None = None, codec: Codec | None = None) -> None:
         ensure_pynq_numpy2_compat()
@@ -291,55 +204,16 @@ class PynqDevice:
         if not 0 <= index < len(cards):
             raise DeviceError(f"no PYNQ card at index {index}: PYNQ lists {len(cards)}")
         self.card: Any = cards[index]
-        self.name = f"pynq-{index}"
-        self.options = options or PynqOptions()
+        self.options: PynqOptions = options or PynqOptions()
         self._codec: Codec = codec or Float32Codec()
-        self._lock = threading.Lock()
-        self._kernel: PynqKernel | None = None
-        self._info = DeviceInfo(self.name, "pynq", True, f"{self._card_label}; empty")
+        label = f"{self.card.tag} ({getattr(self.card, 'name', 'unknown card')})"
+        super().__init__(f"pynq-{index}", self.options, label)
 
-    @property
-    def info(self) -> DeviceInfo:
-        return self._info
+    def _emulated(self) -> bool:
+        return bool(self.card.has_capability(EMULATION_CAPABILITY))
 
-    @property
-    def _card_label(self) -> str:
-        return f"{self.card.tag} ({getattr(self.card, 'name', 'unknown card')})"
-
-    def mark(self, *, healthy: bool, detail: str) -> None:
-        self._info = DeviceInfo(self.name, "pynq", healthy, f"{self._card_label}; {detail}")
-
-    def load(self, artifact: Artifact, max_batch: int) -> PynqKernel:
-        """Download the artifact's xclbin and allocate buffers for `max_batch` rows."""
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        with self._lock:
-            if self._kernel is not None:
-                raise DeviceError(
-                    f"{self.name} already holds {self._kernel.artifact.manifest.name}: "
-                    "a card holds one xclbin at a time; place the model on another card"
-                )
-            emulated = self.card.has_capability(EMULATION_CAPABILITY)
-            xclbin = seal_xclbin(artifact, emulated=emulated, card=f"{self.name} ({self._card_label})")
-            kernel = PynqKernel(self, artifact, xclbin, max_batch, self._codec)
-            try:
-                kernel.open()
-            except BaseException:
-                xclbin.close()
-                raise
-            self._kernel = kernel
-            return kernel
-
-    def unloaded(self, kernel: PynqKernel) -> None:
-        with self._lock:
-            if self._kernel is kernel:
-                self._kernel = None
-                self.mark(healthy=True, detail="empty")
-
-    def close(self) -> None:
-        kernel = self._kernel
-        if kernel is not None:
-            kernel.close()
+    def _kernel(self, artifact: Artifact, xclbin: SealedFile, max_batch: int) -> PynqKernel:
+        return PynqKernel(self, artifact, xclbin, max_batch, self._codec)
 
 
 def open_pynq_devices(

@@ -36,11 +36,9 @@ from a sealed copy of the xclbin's verified bytes (`seal_xclbin`), never from th
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import math
-import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -53,7 +51,8 @@ import numpy as np
 from fpgaas.kernels.artifact import Artifact
 from fpgaas.kernels.errors import DeviceError, DeviceTimeout
 from fpgaas.kernels.sealed import SealedFile
-from fpgaas.service.devices.base import DeviceInfo, KernelRunMixin, StageTimes, seal_xclbin
+from fpgaas.service.devices.base import StageTimes
+from fpgaas.service.devices.card import Card, CardKernel
 
 _FLOAT = np.dtype(np.float32)
 
@@ -82,62 +81,36 @@ class _Slot:
     run: Any
 
 
-class XrtKernel(KernelRunMixin):
+class XrtKernel(CardKernel):
     """An artifact's kernel resident on one card, N x k buffer sets of `run_rows` rows.
 
-    Lifetime: from `PyxrtDevice.load` to `close`, which also closes `xclbin` (the sealed verified
-    xclbin every load and reload programs the card from). `run_into` may be called from any
-    thread; calls are serialized (each pipelines internally, see the module docstring)."""
+    Each call pipelines internally (see the module docstring); the fault rule and lifetime are
+    `CardKernel`'s."""
 
     def __init__(self, device: PyxrtDevice, artifact: Artifact, xclbin: SealedFile, max_batch: int) -> None:
+        super().__init__(device, artifact, xclbin, max_batch)
         opts = device.options
-        self._device = device
+        self._xrt_device = device
         self._pyxrt = device.pyxrt
-        self._artifact = artifact
-        self._xclbin = xclbin
-        self._max_batch = max_batch
-        self._n_in = artifact.manifest.inputs[0].width
-        self._n_out = self.n_outputs = artifact.manifest.outputs[0].width
         sets = opts.compute_units * opts.buffer_sets
         self.run_rows = opts.run_rows or -(-max_batch // sets)
-        self._lock = threading.Lock()
         self._handle: Any = None  # pyxrt.device
         self._slots: list[_Slot] = []
         self._ready = False
-        self._closed = False
-
-    @property
-    def max_batch(self) -> int:
-        return self._max_batch
-
-    @property
-    def artifact(self) -> Artifact:
-        return self._artifact
 
     @property
     def buffer_sets(self) -> int:
         return len(self._slots)
 
-    def run_into(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
-        """x: float32 (n, n_inputs), n <= max_batch -> float32 (n, n_outputs) into `out`.
+    @property
+    def _loaded(self) -> bool:
+        return self._ready
 
-        Stage times are summed over the call's runs: input = encode + sync to the card,
+    def _run_locked(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
+        """Stage times are summed over the call's runs: input = encode + sync to the card,
         output = sync back + decode, kernel = the rest of the call's wall time (waiting for
-        CUs: the part of kernel time not hidden behind transfers). They add up to the wall time.
-        Raises DeviceTimeout / DeviceError when the card fails; by then it has been reloaded."""
-        if x.ndim != 2 or x.shape[1] != self._n_in or x.shape[0] > self._max_batch:
-            raise DeviceError(
-                f"{self._device.name}: takes float32 (n <= {self._max_batch}, {self._n_in}), "
-                f"got {x.dtype} {x.shape}"
-            )
-        if out.shape != (x.shape[0], self._n_out):
-            raise DeviceError(f"{self._device.name}: output buffer {out.shape} for {x.shape[0]} rows")
-        with self._lock:
-            if self._closed:
-                raise DeviceError(f"{self._device.name}: the kernel of {self._label} was unloaded")
-            if not self._ready:
-                self._recover("the previous reload failed")
-            return self._pipeline(x, out)
+        CUs: the part of kernel time not hidden behind transfers). They add up to the wall time."""
+        return self._pipeline(x, out)
 
     def _pipeline(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
         pyxrt = self._pyxrt
@@ -185,7 +158,7 @@ class XrtKernel(KernelRunMixin):
             states.ERT_CMD_STATE_SUBMITTED,
         )
         timeout = self._device.options.kernel_timeout_s
-        poll = self._device.options.poll_s
+        poll = self._xrt_device.options.poll_s
         while True:
             state = run.state()
             if state == completed:
@@ -198,49 +171,12 @@ class XrtKernel(KernelRunMixin):
                 )
             time.sleep(poll)
 
-    def _guard(self, what: str, step: Any, *args: Any) -> Any:
-        try:
-            return step(*args)
-        except Exception as exc:
-            self._fail(DeviceError(f"{self._device.name}: {what}: {exc}"), exc)
-
-    def _fail(self, error: DeviceError, cause: BaseException | None) -> None:
-        """Mark the card unhealthy, reload it (aborting what is in flight), raise `error`."""
-        self._device.mark(healthy=False, detail=error.message)
-        with contextlib.suppress(DeviceError):  # if the reload fails the next call retries it
-            self._recover(error.message)
-        raise error from cause
-
-    def open(self) -> None:
-        """Load the xclbin and allocate the buffer sets, retrying as configured."""
-        with self._lock:
-            self._recover(None)
-
-    def _recover(self, reason: str | None) -> None:
-        opts = self._device.options
-        last: Exception | None = None
-        for attempt in range(max(1, opts.reload_attempts)):
-            if attempt:
-                time.sleep(opts.reload_backoff_s * attempt)
-            try:
-                self._release()
-                self._acquire()
-            except Exception as exc:
-                last = exc
-                continue
-            detail = f"holds {self._label} on {len(self._slots)} buffer sets" + (
-                f"; reloaded after: {reason}" if reason else ""
-            )
-            self._device.mark(healthy=True, detail=detail)
-            return
-        self._release()
-        message = f"{self._device.name}: xclbin failed to load ({reason or 'initial load'}): {last}"
-        self._device.mark(healthy=False, detail=message)
-        raise DeviceError(message) from last
+    def _loaded_detail(self) -> str:
+        return f"holds {self._label} on {len(self._slots)} buffer sets"
 
     def _acquire(self) -> None:
-        pyxrt, opts = self._pyxrt, self._device.options
-        handle = pyxrt.device(self._device.index)
+        pyxrt, opts = self._pyxrt, self._xrt_device.options
+        handle = pyxrt.device(self._xrt_device.index)
         xclbin_uuid = handle.load_xclbin(pyxrt.xclbin(self._xclbin.path))
         name = self._artifact.manifest.kernel_name
         cus = [
@@ -263,31 +199,19 @@ class XrtKernel(KernelRunMixin):
         self._slots = []  # dropping the last reference frees the bos (XRT's RAII)
         self._handle = None
 
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._release()
-            self._xclbin.close()
-        self._device.unloaded(self)
-
-    @property
-    def _label(self) -> str:
-        m = self._artifact.manifest
-        return f"{m.name} v{m.version}"
-
 
 def _host_view(buffer: Any, width: int) -> np.ndarray:
     """float32 rows over the bo's host mapping (no copy)."""
     return np.frombuffer(buffer.map(), dtype=_FLOAT).reshape(-1, width)
 
 
-class PyxrtDevice:
-    """One card (`pyxrt.device(index)`) as an fpgaas `Device`.
+class PyxrtDevice(Card):
+    """One card (`pyxrt.device(index)`) as an fpgaas `Device` (see `Card`).
 
-    `pyxrt` is the binding module: the real `pyxrt`, or `fpgaas.service.devices.xrt_emulation`.
-    Thread-safety: `info` may be read from any thread; `load`/`close` are serialized."""
+    `pyxrt` is the binding module: the real `pyxrt`, or `fpgaas.service.devices.xrt_emulation`."""
+
+    kind = "xrt"
+    program = "xclbin"
 
     def __init__(self, pyxrt: ModuleType, index: int, *, options: XrtOptions | None = None) -> None:
         count = int(pyxrt.enumerate_devices())
@@ -295,27 +219,17 @@ class PyxrtDevice:
             raise DeviceError(f"no XRT card at index {index}: XRT lists {count}")
         self.pyxrt = pyxrt
         self.index = index
-        self.name = f"xrt-{index}"
-        self.options = options or XrtOptions()
+        self.options: XrtOptions = options or XrtOptions()
         try:
             card = pyxrt.device(index)
             self._card = card  # kept for `sensors` (a scrape must not open the device each time)
-            self._card_label = (
+            label = (
                 f"{card.get_info(pyxrt.xrt_info_device.bdf)} ({card.get_info(pyxrt.xrt_info_device.name)})"
             )
         except Exception as exc:
             raise DeviceError(f"cannot open XRT card {index}: {exc}") from exc
-        self._emulated = bool(getattr(pyxrt, "FPGAAS_EMULATION", False))
-        self._lock = threading.Lock()
-        self._kernel: XrtKernel | None = None
-        self._info = DeviceInfo(self.name, "xrt", True, f"{self._card_label}; empty")
-
-    @property
-    def info(self) -> DeviceInfo:
-        return self._info
-
-    def mark(self, *, healthy: bool, detail: str) -> None:
-        self._info = DeviceInfo(self.name, "xrt", healthy, f"{self._card_label}; {detail}")
+        self._is_emulation = bool(getattr(pyxrt, "FPGAAS_EMULATION", False))
+        super().__init__(f"xrt-{index}", self.options, label)
 
     def sensors(self) -> dict[str, float]:
         """The card's FPGA die temperature (°C, key "temperature_c") and board power (W, key
@@ -335,36 +249,11 @@ class PyxrtDevice:
             readings["power_w"] = power
         return readings
 
-    def load(self, artifact: Artifact, max_batch: int) -> XrtKernel:
-        """Load the artifact's xclbin and allocate N x k buffer sets for `max_batch` rows a call."""
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        with self._lock:
-            if self._kernel is not None:
-                raise DeviceError(
-                    f"{self.name} already holds {self._kernel.artifact.manifest.name}: "
-                    "a card holds one xclbin at a time; place the model on another card"
-                )
-            xclbin = seal_xclbin(artifact, emulated=self._emulated, card=f"{self.name} ({self._card_label})")
-            kernel = XrtKernel(self, artifact, xclbin, max_batch)
-            try:
-                kernel.open()
-            except BaseException:
-                xclbin.close()
-                raise
-            self._kernel = kernel
-            return kernel
+    def _emulated(self) -> bool:
+        return self._is_emulation
 
-    def unloaded(self, kernel: XrtKernel) -> None:
-        with self._lock:
-            if self._kernel is kernel:
-                self._kernel = None
-                self.mark(healthy=True, detail="empty")
-
-    def close(self) -> None:
-        kernel = self._kernel
-        if kernel is not None:
-            kernel.close()
+    def _kernel(self, artifact: Artifact, xclbin: SealedFile, max_batch: int) -> XrtKernel:
+        return XrtKernel(self, artifact, xclbin, max_batch)
 
 
 def load_pyxrt(*, emulated_cards: int = 0) -> ModuleType:
