@@ -1,0 +1,65 @@
+"""CPU time of a server process, thread by thread, from /proc (Linux).
+
+A latency says how long a call took; the CPU a server spends per call, and on which thread,
+says where that time went: on the event loop (the thread whose id is the process id), or on
+helper threads (grpc's poller and event engine, a device worker). CPU time, unlike wall time,
+does not count what other processes on the shared machine take.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ThreadCpu:
+    """CPU seconds (user + system) of each live thread of one process, by thread id."""
+
+    pid: int
+    seconds: dict[int, float]
+    names: dict[int, str]
+
+    @classmethod
+    def read(cls, pid: int) -> ThreadCpu:
+        """A snapshot; threads that exit while it is read are left out."""
+        seconds: dict[int, float] = {}
+        names: dict[int, str] = {}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            # comm (field 2) is in parentheses and may hold spaces; utime, stime are fields 14, 15.
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            tid = int(task.name)
+            seconds[tid] = (int(fields[11]) + int(fields[12])) * _TICK_S
+            names[tid] = name
+        return cls(pid, seconds, names)
+
+
+@dataclass(frozen=True)
+class CallCpu:
+    """CPU µs per call over a run: on the main (event loop) thread, and on all the others."""
+
+    main_us: float
+    others_us: float
+
+    @property
+    def total_us(self) -> float:
+        return self.main_us + self.others_us
+
+
+def cpu_per_call(before: ThreadCpu, after: ThreadCpu, calls: int) -> CallCpu:
+    """What the process spent between two snapshots, per call; threads born in between count
+    from zero, threads that ended in between are not counted (/proc no longer lists them: a
+    server's loop and helper threads live as long as it does). `calls` must be positive."""
+    if calls <= 0:
+        raise ValueError(f"calls must be positive, got {calls}")
+    spent = {tid: s - before.seconds.get(tid, 0.0) for tid, s in after.seconds.items()}
+    main = spent.pop(after.pid, 0.0)
+    return CallCpu(main * 1e6 / calls, sum(spent.values()) * 1e6 / calls)

@@ -1,0 +1,62 @@
+"""Per-thread CPU accounting (`benchmarks/httpbench/threads.py`): a busy helper thread's CPU is
+charged to "other threads", the calling thread's to the main one, and per call."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from benchmarks.httpbench.threads import ThreadCpu, cpu_per_call
+
+
+def _spin(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_a_snapshot_lists_this_process_threads_by_name() -> None:
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait, name="snapshot-probe")
+    worker.start()
+    try:
+        snapshot = ThreadCpu.read(os.getpid())
+    finally:
+        stop.set()
+        worker.join()
+    assert os.getpid() in snapshot.seconds
+    assert worker.native_id in snapshot.seconds
+    assert snapshot.names[os.getpid()]  # the main thread's comm: the program's name
+    assert all(s >= 0 for s in snapshot.seconds.values())
+
+
+def test_cpu_spent_on_a_helper_thread_is_charged_to_the_other_threads_per_call() -> None:
+    spun, stop = threading.Event(), threading.Event()
+
+    def helper() -> None:
+        _spin(0.3)
+        spun.set()
+        stop.wait()  # alive at the second snapshot: /proc forgets a thread once it ends
+
+    before = ThreadCpu.read(os.getpid())
+    worker = threading.Thread(target=helper)  # born after the first snapshot: counted from zero
+    worker.start()
+    spun.wait()
+    _spin(0.1)  # on the main thread
+    after = ThreadCpu.read(os.getpid())
+    stop.set()
+    worker.join()
+    cpu = cpu_per_call(before, after, 100)
+    # Clock ticks are 10 ms: 0.3 s on the helper is 3,000 µs per call, within a tick or two.
+    assert cpu.others_us == pytest.approx(3000, abs=300)
+    assert cpu.main_us == pytest.approx(1000, abs=300)
+    assert cpu.total_us == pytest.approx(cpu.main_us + cpu.others_us)
+
+
+def test_no_calls_is_refused() -> None:
+    snapshot = ThreadCpu.read(os.getpid())
+    with pytest.raises(ValueError, match="positive"):
+        cpu_per_call(snapshot, snapshot, 0)
