@@ -99,6 +99,7 @@ def create_app(settings: Settings) -> FpgaasApp:
             if settings.management:
                 builds = await BuildService.open(settings, dataplane, registry, batch_policy(settings))
                 app.state.builds = builds
+            await parsers.ready()  # their imports began before the models loaded
             # Everything loaded so far lives until shutdown: out of the collector's sight, a full
             # collection no longer walks it (~100 ms pauses under load, the p99 of c=64).
             gc.collect()

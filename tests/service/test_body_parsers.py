@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -128,6 +129,41 @@ async def test_small_bodies_never_leave_the_loop_and_without_processes_large_one
         (await threadless.run(parse_json_predict, small)).inputs.astype(np.float32), small_x
     )
     threadless.close()
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def test_ready_returns_once_the_parser_processes_have_imported_the_parsers() -> None:
+    """The server reports ready only after this: a process still importing would share the
+    serving core with the first requests."""
+    parsers = BodyParsers(processes=1, process_bytes=PROCESS_BYTES)
+    parsers.start()
+    try:
+        [pid] = parsers.pids
+        assert _cpu_s(pid) < 0.1  # just spawned: numpy, orjson and the parsers are still to import
+        await parsers.ready()
+        assert _cpu_s(pid) >= 0.1
+        await parsers.ready()  # a second call has nothing left to wait for
+    finally:
+        parsers.close()
+
+
+async def test_parsers_that_are_not_ready_in_time_are_logged_and_never_block_startup(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    parsers = BodyParsers(processes=1, process_bytes=PROCESS_BYTES)
+    parsers.start()
+    try:
+        await parsers.ready(timeout_s=0.0)
+        assert "body parser processes not ready" in caplog.text
+        x, body = predict_body(20_000)  # over PROCESS_BYTES: still parsed, once the process is up
+        parsed = await parsers.run(parse_json_predict, body)
+        np.testing.assert_array_equal(parsed.inputs.astype(np.float32), x)
+    finally:
+        parsers.close()
 
 
 async def test_closing_the_parsers_stops_their_processes() -> None:
