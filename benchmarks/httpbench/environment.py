@@ -132,10 +132,13 @@ def notes(cores: Cores, points: Sequence[Point], extra: Sequence[str]) -> list[s
     ]
     if stalled:
         out.append(
-            "TCP retransmissions during a measured run (machine-wide /proc/net/snmp; each stalls a request "
-            ">= 200 ms on loopback, which shows in p99): "
+            "TCP retransmissions during a measured run (machine-wide /proc/net/snmp RetransSegs). Most "
+            "are tail-loss probes, sent when an ACK is late on a saturated core: the data had arrived "
+            "(the receiver answers with a DSACK) and nothing waits for them. Only a retransmission "
+            "timeout (/proc/net/netstat TCPTimeouts) stalls a request, >= 200 ms on loopback: "
             + "; ".join(
-                f"{p.server} {p.case} c={p.connections}: {p.tcp_retransmits:,} retransmitted, "
+                f"{p.server} {p.case} c={p.connections}: {p.tcp_retransmits:,} retransmitted "
+                f"({'?' if p.tcp_timeouts is None else f'{p.tcp_timeouts:,}'} on a timeout), "
                 f"{p.tcp_resets:,} connections reset"
                 for p in stalled
             )

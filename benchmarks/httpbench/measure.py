@@ -51,6 +51,9 @@ class Point:
     # retransmitted and connections reset. Retransmissions on loopback stall a request >= 200 ms.
     tcp_retransmits: int | None = None
     tcp_resets: int | None = None
+    # Of those retransmissions, the ones a retransmission timeout sent (TcpExt TCPTimeouts): the
+    # rest are mostly tail-loss probes, which on a saturated core are spurious and cost nothing.
+    tcp_timeouts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def _measured(
     except (WrkError, httpx.HTTPError) as exc:
         return Point(server.name, case.name, connections, problem=str(exc).splitlines()[0][:300])
     tcp = (
-        {k: tcp_after[k] - tcp_before[k] for k in ("RetransSegs", "EstabResets")}
+        {k: tcp_after[k] - tcp_before[k] for k in tcp_after.keys() & tcp_before.keys()}
         if tcp_before and tcp_after
         else {}
     )
@@ -144,6 +147,7 @@ def _measured(
         counters,
         tcp_retransmits=tcp.get("RetransSegs"),
         tcp_resets=tcp.get("EstabResets"),
+        tcp_timeouts=tcp.get("TCPTimeouts"),
     )
 
 

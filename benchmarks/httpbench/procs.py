@@ -63,16 +63,19 @@ class Server:
 
 
 def tcp_counters() -> dict[str, int]:
-    """The machine's TCP counters (/proc/net/snmp `Tcp:`), e.g. RetransSegs, EstabResets; {} if unreadable."""
-    try:
-        rows = [
-            line.split()[1:]
-            for line in Path("/proc/net/snmp").read_text().splitlines()
-            if line.startswith("Tcp:")
-        ]
-    except OSError:
-        return {}
-    return {name: int(value) for name, value in zip(rows[0], rows[1], strict=True)} if len(rows) == 2 else {}
+    """The machine's TCP counters: /proc/net/snmp `Tcp:` (e.g. RetransSegs, EstabResets) and
+    /proc/net/netstat `TcpExt:` (e.g. TCPTimeouts, TCPLossProbes); {} for a table it cannot read."""
+    counters: dict[str, int] = {}
+    for table, prefix in (("/proc/net/snmp", "Tcp:"), ("/proc/net/netstat", "TcpExt:")):
+        try:
+            rows = [
+                line.split()[1:] for line in Path(table).read_text().splitlines() if line.startswith(prefix)
+            ]
+        except OSError:
+            continue
+        if len(rows) == 2:
+            counters.update({name: int(value) for name, value in zip(rows[0], rows[1], strict=True)})
+    return counters
 
 
 def free_port() -> int:

@@ -170,7 +170,8 @@ GRPC_NOTES = (
     "the same closed loop as `wrk -cN`, from wrk's core, and C like wrk. Percentiles come from h2load's",
     "per-request log; errors add the server's `nv_inference_request_failure` over the run (h2load sees the",
     "HTTP status, not grpc-status). grpcio itself costs more per call than httptools: a trivial grpc.aio",
-    "echo server (`benchmarks/grpc_floor.py`, no fpgaas code) gives the floor, see docs/benchmarks/http.md.",
+    "echo server (`benchmarks/grpc_floor.py`, no fpgaas code) gives the floor: see",
+    '"Where the gRPC time goes" below.',
 )
 
 
@@ -193,8 +194,9 @@ def markdown(run: Run, targets: Sequence[Target]) -> str:
         "timeout). For fpgaas, rows/device call is Δ`fpgaas_batch_size_sum` / Δ`fpgaas_batch_size_count` and",
         'device µs/call is Δ`fpgaas_device_stage_seconds_sum` (three stages) / Δ`_count{stage="kernel"}`, both',
         "over the measured run. TCP retrans. is the machine's count of retransmitted TCP segments during the",
-        "measured run (/proc/net/snmp, other users' traffic included): on loopback each one stalls a request",
-        "by at least 200 ms, which is where a p99 of seconds comes from.",
+        "measured run (/proc/net/snmp, other users' traffic included). Most are tail-loss probes, spurious on a",
+        "saturated core (the data had arrived) and free; the few sent on a retransmission timeout stall a",
+        "request by at least 200 ms on loopback, and the notes count them.",
         "",
         "![p50 and p99 latency against throughput](http.png)",
         "",

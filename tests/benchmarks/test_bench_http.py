@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from benchmarks.httpbench.cases import GRPC_METHOD, N_INPUTS, inputs, is_grpc, make_cases, response_problem
+from benchmarks.httpbench.environment import notes
 from benchmarks.httpbench.h2load import H2LOAD, grpc_frame, h2load_command, parse_log, run_h2load
+from benchmarks.httpbench.measure import Point
 from benchmarks.httpbench.metrics import parse_counters
 from benchmarks.httpbench.procs import Cores, Server, free_port, listening_addresses, running, tcp_counters
 from benchmarks.httpbench.servers import KSERVE_VENV, PEERS
@@ -108,7 +110,18 @@ fpgaas_device_stage_seconds_sum{device="pynq-0",model="muon-pt",stage="output_tr
 
 def test_the_machines_tcp_counters_are_read() -> None:
     counters = tcp_counters()
-    assert {"RetransSegs", "EstabResets"} <= counters.keys()
+    # Retransmissions (Tcp:) and, apart, the ones a retransmission timeout sent (TcpExt:).
+    assert {"RetransSegs", "EstabResets", "TCPTimeouts", "TCPLossProbes"} <= counters.keys()
+    assert all(counters[k] >= 0 for k in ("RetransSegs", "TCPTimeouts", "TCPLossProbes"))
+
+
+def test_a_run_with_many_retransmissions_is_noted_with_how_many_a_timeout_sent() -> None:
+    run = parse_wrk(WRK_MIXED_UNITS)
+    stalled = Point("fpgaas", "json", 64, run, tcp_retransmits=284, tcp_resets=127, tcp_timeouts=3)
+    quiet = Point("bare-asgi", "json", 64, run, tcp_retransmits=2, tcp_resets=0, tcp_timeouts=0)
+    text = "\n".join(notes(Cores(0, 1, 2), [stalled, quiet], []))
+    assert "fpgaas json c=64: 284 retransmitted (3 on a timeout), 127 connections reset" in text
+    assert "bare-asgi json c=64" not in text  # under the threshold: not worth a note
 
 
 @pytest.fixture(scope="module")
