@@ -19,8 +19,8 @@ def main() -> int:
             tmp = Path(name)
             keys = make_keys(tmp)
             artifact = smoke_builder(tmp, keys)
-            smoke_hgq2(tmp, keys)
-            smoke_services(tmp, keys, artifact)
+            hgq2 = smoke_hgq2(tmp, keys)
+            smoke_services(tmp, keys, artifact, hgq2)
     except Failed:
         return 1
     return 0

@@ -9,7 +9,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import IO
+
+from fpgaas.kernels.errors import ArtifactError
+from fpgaas.kernels.signing import TrustedKeys, load_public_key, verify_artifact
 
 
 class Failed(Exception):
@@ -20,6 +24,16 @@ def check(what: str, ok: bool, detail: str = "") -> None:
     print(f"smoke: {'ok  ' if ok else 'FAIL'} {what}{': ' + detail if detail else ''}", flush=True)
     if not ok:
         raise Failed(what)
+
+
+def verified_on_host(artifact: Path, public_key: Path) -> str:
+    """ "verified on the host" when `artifact`'s manifest.sig is a valid signature by `public_key`
+    over files that match it; else the reason, for the failed check to show."""
+    try:
+        verify_artifact(artifact, TrustedKeys.of(load_public_key(public_key)))
+    except (ArtifactError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "verified on the host"
 
 
 def tail(log: IO[bytes], n: int = 400) -> str:

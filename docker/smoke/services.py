@@ -1,6 +1,6 @@
 """The images together: the server image on a private PostgreSQL serving the builder's signed
-artifact (and refusing forged copies), the builder image's worker building an upload the client
-image sends, the server hot-loading it."""
+artifacts (the QKeras muon-pt and the HGQ2 net, and refusing forged copies), the builder image's
+worker building an upload the client image sends, the server hot-loading it."""
 
 from __future__ import annotations
 
@@ -13,14 +13,18 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import numpy as np
+
+from fpgaas.kernels.artifact import load_artifact
 from fpgaas.kernels.builds.postgres import EmbeddedPostgres
-from fpgaas.kernels.errors import ArtifactError
-from fpgaas.kernels.signing import TrustedKeys, load_public_key, verify_artifact
+from fpgaas.kernels.twin import open_cpu_kernel
 from smoke import TAG
-from smoke.probes import check, free_port, http, line_with, tail, wait_for, wait_ready
+from smoke.probes import check, free_port, http, line_with, tail, verified_on_host, wait_for, wait_ready
 from smoke.rootfs import SECRETS, SOCKETS, Volumes, container, mounted, owned, started, stop
 
 MUON_ROW = [0.8, 1.1, 1.3, 0.3, 0.5, 0.2, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1.8]
+# Rows for the HGQ2 net (examples/hgq2/qdense.py: 6 inputs); the second has larger values.
+HGQ2_ROWS = [[0.5, -1.25, 2.0, 0.75, -0.5, 1.5], [3.1, 0.0, -2.7, 9.5, 0.125, -0.875]]
 DATABASE_URL = f"host={SOCKETS} dbname=fpgaas user=postgres"
 
 
@@ -63,6 +67,22 @@ def predict(base: str, model: str, version: str | None = None) -> tuple[int, str
     return http(f"{base}/predict", body)
 
 
+def smoke_hgq2_served(base: str, artifact: Path) -> None:
+    """The HGQ2 build, served by the server image, answers exactly what the artifact's CPU twin
+    computes on the host for the same rows (the twin is bit-exact with the kernel)."""
+    rows = np.array(HGQ2_ROWS, dtype=np.float32)
+    status, body = http(f"{base}/predict", {"model": "hgq2", "inputs": rows.tolist()})
+    served = np.array(json.loads(body)["outputs"], dtype=np.float32) if status == 200 else None
+    twin = open_cpu_kernel(load_artifact(artifact))
+    expected = np.empty((len(rows), twin.n_outputs), dtype=np.float32)
+    twin.run_into(rows, expected)
+    check(
+        "server: POST /predict hgq2 (the HGQ2 build) answers the host twin's bits",
+        served is not None and served.shape == expected.shape and bool(np.array_equal(served, expected)),
+        body[:200],
+    )
+
+
 def smoke_grpc(target: str) -> None:
     import numpy as np
     import tritonclient.grpc as triton
@@ -84,9 +104,10 @@ def smoke_grpc(target: str) -> None:
         client.close()
 
 
-def smoke_services(tmp: Path, keys: Path, artifact: Path) -> None:
+def smoke_services(tmp: Path, keys: Path, artifact: Path, hgq2: Path) -> None:
     repository = owned(tmp / "repository")
     shutil.copytree(artifact, repository / "muon-pt" / "1")
+    shutil.copytree(hgq2, repository / "hgq2" / "1")
     forged_copies(artifact, repository)
     owned(repository)
     upload_dir = tmp / "in"
@@ -139,6 +160,7 @@ def smoke_services(tmp: Path, keys: Path, artifact: Path) -> None:
         )
         status, body = predict(base, "muon-forged")
         check("server: POST /predict muon-forged is not served", status != 200, f"{status}")
+        smoke_hgq2_served(base, repository / "hgq2" / "1")
         smoke_grpc(f"127.0.0.1:{grpc_port}")
 
         worker, wlog = started(
@@ -206,13 +228,10 @@ def smoke_services(tmp: Path, keys: Path, artifact: Path) -> None:
                 else f"exit {run.returncode}: {run.stderr[-300:]!r}; worker log {tail(wlog)}"
             ),
         )
-        signed = repository / "muon-pt" / "2"
-        try:
-            verify_artifact(signed, TrustedKeys.of(load_public_key(keys / "signing_pub")))
-            verified = "signature verified on the host"
-        except (ArtifactError, OSError) as exc:  # reported as the failure
-            verified = f"{type(exc).__name__}: {exc}"
-        check("worker: version 2 is signed with the worker's key", verified.startswith("signature"), verified)
+        verified = verified_on_host(repository / "muon-pt" / "2", keys / "signing_pub")
+        check(
+            "worker: version 2 is signed with the worker's key", verified == "verified on the host", verified
+        )
         deadline = time.monotonic() + 120
         status, body = 0, ""
         while time.monotonic() < deadline:
