@@ -107,12 +107,10 @@ class XrtKernel(CardKernel):
         return self._ready
 
     def _run_locked(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
-        """Stage times are summed over the call's runs: input = encode + sync to the card,
-        output = sync back + decode, kernel = the rest of the call's wall time (waiting for
-        CUs: the part of kernel time not hidden behind transfers). They add up to the wall time."""
-        return self._pipeline(x, out)
-
-    def _pipeline(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
+        """One call, pipelined over the buffer sets. Stage times are summed over the call's runs:
+        input = encode + sync to the card, output = sync back + decode, kernel = the rest of the
+        call's wall time (waiting for CUs: the part of kernel time not hidden behind transfers).
+        They add up to the wall time."""
         pyxrt = self._pyxrt
         to_card = pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE
         n, rows, slots = x.shape[0], self.run_rows, self._slots
