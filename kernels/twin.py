@@ -122,12 +122,7 @@ class KernelLibrary:
 
     def run_into(self, x: NDArray[np.float32], out: NDArray[np.float32], *, threads: int = 1) -> None:
         """Write outputs for `x` into the caller's float32 (n, n_outputs) array (no allocation)."""
-        self._check(x, "x", self.n_inputs)
-        self._check(out, "out", self.n_outputs)
-        if out.shape[0] != x.shape[0]:
-            raise BadInput(f"out has {out.shape[0]} rows but x has {x.shape[0]}", field="out")
-        if not out.flags.writeable:
-            raise BadInput("out is read-only", field="out")
+        self.check_into(x, out, self.n_inputs, self.n_outputs)
         self._call(x, out, threads)
 
     @property
@@ -145,6 +140,18 @@ class KernelLibrary:
             self._batch(xp, yp, x.shape[0], threads)
         else:
             self._kernel(xp, yp, x.shape[0])
+
+    @classmethod
+    def check_into(cls, x: object, out: object, n_inputs: int, n_outputs: int) -> None:
+        """Raise BadInput unless x and out are the float32 (n, n_inputs) rows and the writable
+        float32 (n, n_outputs) answer array of one `run_into` call."""
+        cls._check(x, "x", n_inputs)
+        cls._check(out, "out", n_outputs)
+        assert isinstance(x, np.ndarray) and isinstance(out, np.ndarray)
+        if out.shape[0] != x.shape[0]:
+            raise BadInput(f"out has {out.shape[0]} rows but x has {x.shape[0]}", field="out")
+        if not out.flags.writeable:
+            raise BadInput("out is read-only", field="out")
 
     @staticmethod
     def _check(array: object, field: str, width: int) -> None:
@@ -192,8 +199,8 @@ class EngineKernel:
         return np.asarray(self._engine.predict(x), dtype=np.float32)
 
     def run_into(self, x: NDArray[np.float32], out: NDArray[np.float32]) -> None:
-        KernelLibrary._check(x, "x", self.n_inputs)
-        out[...] = self._engine.predict(x)
+        KernelLibrary.check_into(x, out, self.n_inputs, self.n_outputs)
+        self._engine.predict_into(x, out)
 
 
 def open_cpu_kernel(artifact: Artifact) -> KernelLibrary | EngineKernel:

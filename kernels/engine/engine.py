@@ -107,6 +107,14 @@ class FixedPointEngine:
         self._plan.run(x, out)
         return out
 
+    def predict_into(self, x: np.ndarray, out: np.ndarray) -> None:
+        """`predict` written into `out`, float32 (n, n_outputs), for x float32 (n, n_inputs)
+        (both checked by the caller): the serving path, without an answer array per call."""
+        if self._plan is None:
+            out[...] = self.predict(x)
+        else:
+            self._plan.run(x, out)
+
     def predict_raw(self, x: np.ndarray) -> np.ndarray:
         """Like `predict` but returns int64 (n, n_outputs): the result type's raw LSB counts.
 

@@ -37,16 +37,23 @@ from fpgaas.kernels.engine.fixedpoint import FixedType, from_float32, requantize
 from fpgaas.kernels.engine.layers import Activation, Dense, Layer, Normalize
 
 Op = Callable[[np.ndarray], object]  # in place on a float64 array; the result is ignored
+# An op bound to its constants' shape: `(width,)` rows for one row of `width` values, where
+# numpy's ufuncs take a same-shape operand ~0.25 µs faster per call than a 0-d one (a single-row
+# request makes ~30 such calls), or None for 0-d constants, which keep a batch's ufunc loops
+# contiguous (a row would broadcast and cut them into `width`-long pieces, 2x slower at 1,024 rows).
+OpFactory = Callable[[int | None], Op]
 _EXACT = 1 << 51  # margin below float64's 2**53 for the +-0.5 steps and the wrap's + 2**(W-1)
 _BIG, _BIG_SQUARES = 2.0**50, 2.0**100
 _CHUNK = 2048  # rows per pass through all layers: the ping-pong buffers then stay in L2
 _CACHED_SHAPES = 4  # batch sizes whose buffers a thread keeps
 _SMALL_WRAP = 128  # elements up to which the wrap uses np.mod: exact, fewer calls, but ~30 ns per element
+# numpy's clip ufunc: min(max(v, lo), hi) in one call (`np.clip` adds ~1.5 µs of Python around it).
+_CLIP: np.ufunc = np.core.umath.clip  # type: ignore[attr-defined]  # not in numpy's stubs
 
 
-def _const(value: float) -> np.ndarray:
-    """A 0-d float64 array: numpy's ufuncs take it with less overhead than a Python scalar."""
-    return np.asarray(float(value), dtype=np.float64)
+def _row(value: float, width: int | None) -> np.ndarray:
+    """One float64 constant as a (width,) row, or 0-d for width None (see `OpFactory`)."""
+    return np.asarray(float(value)) if width is None else np.full(width, float(value))
 
 
 class NotPlannable(Exception):
@@ -61,7 +68,7 @@ class _Step:
     n_out: int
     weight: np.ndarray | None  # dense (n_in, n_out) / normalize (n_out,) float64, folded scale
     bias: np.ndarray | None  # (n_out,) float64, folded scale and rounding offset
-    ops: list[Op]
+    ops: list[OpFactory]
 
 
 class _Stage:
@@ -75,10 +82,10 @@ class _Stage:
         self.exp, self.lo, self.hi, self.frac_bits = exp, lo, hi, frac_bits
         self.start_exp = exp
         self.offset = Fraction(0)  # added by the producer, in buffer units
-        self.ops: list[Op] = []
+        self.ops: list[OpFactory] = []
         self.producer_exp: int | None = None  # the buffer scale the producer writes (fixed by the first op)
 
-    def _emit(self, op: Op) -> None:
+    def _emit(self, op: OpFactory) -> None:
         if not self.ops:
             self.producer_exp = self.exp
         self.ops.append(op)
@@ -88,8 +95,7 @@ class _Stage:
             return
         k = exp - self.exp
         if self.ops:
-            factor = _const(2.0**k)
-            self._emit(lambda v: np.multiply(v, factor, out=v))
+            self._emit(_scale_op(2.0**k))
         else:
             self.offset *= Fraction(2) ** k  # still the producer's, so in the new units
         self.lo, self.hi = self.lo * Fraction(2) ** k, self.hi * Fraction(2) ** k
@@ -131,8 +137,7 @@ class _Stage:
         if needs_relu:
             self._clamp(0, None)
         if t.o_mode == "AP_SAT_ZERO":
-            flo, fhi = _const(lo), _const(hi)
-            self._emit(lambda v: np.copyto(v, 0.0, where=(v < flo) | (v > fhi)))
+            self._emit(_sat_zero_op(lo, hi))
             self.lo, self.hi = (
                 max(min(self.lo, Fraction(0)), Fraction(lo)),
                 min(max(self.hi, Fraction(0)), Fraction(hi)),
@@ -144,12 +149,8 @@ class _Stage:
         self.lo, self.hi = Fraction(lo), Fraction(hi)
 
     def _clamp(self, lo: int | None, hi: int | None) -> None:
-        if lo is not None:
-            flo = _const(lo)
-            self._emit(lambda v: np.maximum(v, flo, out=v))
-        if hi is not None:
-            fhi = _const(hi)
-            self._emit(lambda v: np.minimum(v, fhi, out=v))
+        if lo is not None or hi is not None:
+            self._emit(_clamp_op(lo, hi))
 
     def _round(self, q_mode: str) -> None:
         """Round to an integer as `fixedpoint.from_float32` does (each step exact, see there)."""
@@ -171,22 +172,49 @@ class _Stage:
         return scale, self.offset
 
 
-def _floor(v: np.ndarray) -> None:
-    np.floor(v, out=v)
+def _fixed(op: Op) -> OpFactory:
+    """An op without constants, the same at every width."""
+    return lambda width: op
 
 
-def _ceil(v: np.ndarray) -> None:
-    np.ceil(v, out=v)
+def _scale_op(factor: float) -> OpFactory:
+    def make(width: int | None) -> Op:
+        row = _row(factor, width)
+        return lambda v: np.multiply(v, row, out=v)
+
+    return make
 
 
-def _half_up(v: np.ndarray) -> None:
-    v += 0.5
-    np.floor(v, out=v)
+def _clamp_op(lo: int | None, hi: int | None) -> OpFactory:
+    def make(width: int | None) -> Op:
+        low = _row(-math.inf if lo is None else lo, width)
+        high = _row(math.inf if hi is None else hi, width)
+        return lambda v: _CLIP(v, low, high, out=v)
+
+    return make
 
 
-def _half_down(v: np.ndarray) -> None:
-    v -= 0.5
-    np.ceil(v, out=v)
+def _sat_zero_op(lo: int, hi: int) -> OpFactory:
+    def make(width: int | None) -> Op:
+        low, high = _row(lo, width), _row(hi, width)
+        return lambda v: np.copyto(v, 0.0, where=(v < low) | (v > high))
+
+    return make
+
+
+def _shifted_op(shift: float, rounder: Op) -> OpFactory:
+    """v + shift, then `rounder` (half up: + 1/2 then floor; half down: - 1/2 then ceil)."""
+
+    def make(width: int | None) -> Op:
+        row = _row(shift, width)
+
+        def shifted(v: np.ndarray) -> None:
+            np.add(v, row, out=v)
+            rounder(v)
+
+        return shifted
+
+    return make
 
 
 def _half_away(v: np.ndarray) -> None:
@@ -197,41 +225,47 @@ def _half_zero(v: np.ndarray) -> None:
     np.copysign(np.ceil(np.abs(v) - 0.5), v, out=v)
 
 
-_FLOOR: Op = _floor
-_CEIL: Op = _ceil
-_ROUNDERS: dict[str, Op] = {
-    "AP_TRN": _floor,
-    "AP_RND": _half_up,
-    "AP_RND_CONV": lambda v: np.rint(v, out=v),
-    "AP_TRN_ZERO": lambda v: np.trunc(v, out=v),
-    "AP_RND_MIN_INF": _half_down,
-    "AP_RND_INF": _half_away,
-    "AP_RND_ZERO": _half_zero,
+_FLOOR: OpFactory = _fixed(lambda v: np.floor(v, out=v))
+_CEIL: OpFactory = _fixed(lambda v: np.ceil(v, out=v))
+_ROUNDERS: dict[str, OpFactory] = {
+    "AP_TRN": _FLOOR,
+    "AP_RND": _shifted_op(0.5, lambda v: np.floor(v, out=v)),
+    "AP_RND_CONV": _fixed(lambda v: np.rint(v, out=v)),
+    "AP_TRN_ZERO": _fixed(lambda v: np.trunc(v, out=v)),
+    "AP_RND_MIN_INF": _shifted_op(-0.5, lambda v: np.ceil(v, out=v)),
+    "AP_RND_INF": _fixed(_half_away),
+    "AP_RND_ZERO": _fixed(_half_zero),
 }
+# The last op of a network's output: a rounding step can leave -0.0 where C's float(0) is +0.0.
+_PLUS_ZERO: OpFactory = _fixed(lambda v: np.add(v, 0.0, out=v))
 
 
-def _wrap_op(t: FixedType) -> Op:
+def _wrap_op(t: FixedType) -> OpFactory:
     """Integer-valued v (|v| < 2**51) modulo 2**width into t's raw range.
 
     v - 2**W * floor((v + c) / 2**W), c = 2**(W-1) if signed else 0: every step is exact for
     |v| < 2**51 (sums of integers below 2**53, scaling by powers of two, floor).
     """
-    modulus, inverse = _const(2.0**t.width), _const(2.0**-t.width)
-    c = _const(2.0 ** (t.width - 1) if t.signed else 0.0)
 
-    def wrap(v: np.ndarray) -> None:
-        if v.size <= _SMALL_WRAP:  # fewer calls; numpy's float mod is exact but slow per element
-            v += c
-            np.mod(v, modulus, out=v)
-            v -= c
-            return
-        k = np.add(v, c)
-        k *= inverse
-        np.floor(k, out=k)
-        k *= modulus
-        v -= k
+    def make(width: int | None) -> Op:
+        modulus, inverse = _row(2.0**t.width, width), _row(2.0**-t.width, width)
+        c = _row(2.0 ** (t.width - 1) if t.signed else 0.0, width)
 
-    return wrap
+        def wrap(v: np.ndarray) -> None:
+            if v.size <= _SMALL_WRAP:  # fewer calls; numpy's float mod is exact but slow per element
+                v += c
+                np.mod(v, modulus, out=v)
+                v -= c
+                return
+            k = np.add(v, c)
+            k *= inverse
+            np.floor(k, out=k)
+            k *= modulus
+            v -= k
+
+        return wrap
+
+    return make
 
 
 class FloatPlan:
@@ -248,6 +282,10 @@ class FloatPlan:
         self._weights: list[np.ndarray] = []
         self._biases: list[np.ndarray] = []
         self._ops_on_ones: list[bool] = []
+        # Per step, the ops bound for batches (0-d constants) and for a single row ((width,) rows).
+        self._ops: list[tuple[Op, ...]] = []
+        self._row_ops: list[tuple[Op, ...]] = []
+        self._row_scale = _row(float(np.asarray(steps[0].weight)), n_in)
         for k, step in enumerate(steps):
             if step.kind == "dense":
                 assert step.weight is not None and step.bias is not None
@@ -264,9 +302,12 @@ class FloatPlan:
                 self._biases.append(np.zeros(0))
             # The ops may run over the ones column too (contiguous, faster) when they keep 1 at 1.
             probe = np.ones((1, 1))
-            for op in step.ops:
-                op(probe)
-            self._ops_on_ones.append(k > 0 and probe[0, 0] == 1.0)
+            for make in step.ops:
+                make(None)(probe)
+            on_ones = k > 0 and probe[0, 0] == 1.0
+            self._ops_on_ones.append(on_ones)
+            self._ops.append(tuple(make(None) for make in step.ops))
+            self._row_ops.append(tuple(make(step.n_out + on_ones) for make in step.ops))
         self._local = threading.local()
 
     def run(self, x: np.ndarray, out: np.ndarray) -> None:
@@ -275,9 +316,9 @@ class FloatPlan:
             stop = min(x.shape[0], start + _CHUNK)
             self._run_chunk(x[start:stop], out[start:stop])
 
-    def _buffers(self, m: int) -> list[np.ndarray]:
-        """Per-step (m, width + 1) buffers for m rows, this thread's own (two alternate in memory)."""
-        cache: dict[int, list[np.ndarray]] | None = getattr(self._local, "cache", None)
+    def _work(self, m: int) -> _Work:
+        """The buffers and calls for m rows, this thread's own (two buffers alternate in memory)."""
+        cache: dict[int, _Work] | None = getattr(self._local, "cache", None)
         if cache is None:
             cache = self._local.cache = {}
         found = cache.get(m)
@@ -293,42 +334,78 @@ class FloatPlan:
             bufs.append(flats[k % 2][: m * (step.n_out + 1)].reshape(m, step.n_out + 1))
         if m == 1:  # vectors: numpy's per-call overhead is lower for 1-D operands
             bufs = [b.reshape(-1) for b in bufs]
-        cache[m] = bufs
-        return bufs
+        ops = self._row_ops if m == 1 else self._ops
+        layers = tuple(
+            _LayerWork(
+                self._steps[k].kind == "dense",
+                bufs[k - 1],
+                self._weights[k],
+                self._biases[k],
+                bufs[k],
+                bufs[k] if self._ops_on_ones[k] else bufs[k][..., :-1],
+                ops[k],
+            )
+            for k in range(1, len(self._steps))
+        )
+        scale = self._row_scale if m == 1 else self._weights[0]
+        work = _Work(bufs[0][..., :-1], scale, ops[0], bufs[0].reshape(-1), layers, bufs[-1][..., :-1])
+        cache[m] = work
+        return work
 
     def _run_chunk(self, x: np.ndarray, out: np.ndarray) -> None:
-        bufs = self._buffers(x.shape[0])
+        work = self._work(x.shape[0])
         if x.shape[0] == 1:
             x = x.reshape(-1)
-        steps, weights, biases, on_ones = self._steps, self._weights, self._biases, self._ops_on_ones
-        first = bufs[0]
-        h = first[..., :-1]
-        np.multiply(x, weights[0], out=h, dtype=np.float64)
-        flat = first.reshape(-1)
+        h = work.inputs
+        np.multiply(x, work.scale, out=h, dtype=np.float64)
         # The sum of squares of scaled float32 values (and the ones) cannot overflow float64:
         # below 2**100 it proves every |h| < 2**50, where the ops are exact; else the few large,
         # infinite or NaN elements are converted by `from_float32` itself.
         bad = None
+        flat = work.flat
         if not np.dot(flat, flat) < _BIG_SQUARES:
             bad = ~(np.abs(h) < _BIG)
             h[bad] = 0.0
-        for op in steps[0].ops:
+        for op in work.input_ops:
             op(h)
         if bad is not None:
             h[bad] = from_float32(np.asarray(x, dtype=np.float32)[bad], self._input_type)
-        prev = first
-        for k in range(1, len(steps)):
-            v = bufs[k]
-            if steps[k].kind == "dense":
-                np.dot(prev, weights[k], out=v)
+        for layer in work.layers:
+            if layer.dense:
+                np.dot(layer.source, layer.weight, out=layer.result)
             else:
-                np.multiply(prev, weights[k], out=v)
-                v += biases[k]
-            target = v if on_ones[k] else v[..., :-1]
-            for op in steps[k].ops:
+                np.multiply(layer.source, layer.weight, out=layer.result)
+                np.add(layer.result, layer.bias, out=layer.result)
+            target = layer.target
+            for op in layer.ops:
                 op(target)
-            prev = v
-        out[...] = prev[..., :-1]  # the last step leaves values (exp 0): one float64 -> float32 rounding
+        out[...] = work.outputs  # the last step leaves values (exp 0): one float64 -> float32 rounding
+
+
+@dataclass(frozen=True)
+class _LayerWork:
+    """One producer step over the buffers of one batch size: result = f(source), then the ops
+    on `target` (the result, or all of it but its ones column)."""
+
+    dense: bool
+    source: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray
+    result: np.ndarray
+    target: np.ndarray
+    ops: tuple[Op, ...]
+
+
+@dataclass(frozen=True)
+class _Work:
+    """Everything `FloatPlan` touches for one batch size, built once per thread and size."""
+
+    inputs: np.ndarray  # (m, n_in) of the first buffer, whose last column holds ones
+    scale: np.ndarray  # 2**frac of the input type, the inputs' factor
+    input_ops: tuple[Op, ...]  # the input type's cast
+    flat: np.ndarray  # the whole first buffer, flat (the finiteness proof)
+    layers: tuple[_LayerWork, ...]
+    outputs: np.ndarray  # the last buffer without its ones column
 
 
 def compile_plan(input_type: FixedType, layers: list[Layer], n_inputs: int) -> FloatPlan:
@@ -362,13 +439,12 @@ def _input_step(t: FixedType, n_inputs: int) -> _Step:
     """
     if t.is_int:
         raise NotPlannable(f"input type {t} is an ap_int")
-    ops: list[Op] = [_ROUNDERS[t.q_mode]]
+    ops: list[OpFactory] = [_ROUNDERS[t.q_mode]]
     lo, hi = t.raw_min, t.raw_max
     if t.o_mode == "AP_WRAP":
         ops.append(_wrap_op(t))
     elif t.o_mode == "AP_SAT_ZERO":
-        flo, fhi = _const(lo), _const(hi)
-        ops.append(lambda v: np.copyto(v, 0.0, where=(v < flo) | (v > fhi)))
+        ops.append(_sat_zero_op(lo, hi))
     else:
         stage = _Stage(0, Fraction(0), Fraction(0), 0)
         stage._clamp(-hi if t.o_mode == "AP_SAT_SYM" and t.signed and t.width > 1 else lo, hi)
@@ -433,5 +509,4 @@ def _activation(stage: _Stage, activation: Activation | None, last: bool) -> Non
         # The network's output as a value (exp 0), folded into the constants when no op followed.
         stage.rescale(0)
         if stage.ops:
-            # A rounding step can leave -0.0 where the C simulation's float(0) is +0.0.
-            stage.ops.append(lambda v: np.add(v, 0.0, out=v))
+            stage.ops.append(_PLUS_ZERO)

@@ -7,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from fpgaas.kernels.engine import FixedPointEngine
 from fpgaas.kernels.errors import ArtifactError, BadInput
-from fpgaas.kernels.twin import KernelLibrary
+from fpgaas.kernels.twin import EngineKernel, KernelLibrary
 from tests.fixtures.builds import BuiltModel, shared_small_build
 
 
@@ -90,6 +91,39 @@ def test_run_into_checks_the_output_buffer(kernel: KernelLibrary) -> None:
         kernel.run_into(x, read_only)
     with pytest.raises(BadInput, match="float32"):
         kernel.run_into(x, np.empty((8, 1), dtype=np.float64))
+
+
+@pytest.fixture(scope="module")
+def engine_kernel(small: BuiltModel) -> EngineKernel:
+    return EngineKernel(FixedPointEngine.from_hls_project(small.artifact.path / "hls"))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 33, 3000])
+def test_the_engine_writes_the_librarys_bits_into_the_callers_buffer(
+    kernel: KernelLibrary, engine_kernel: EngineKernel, rows: int
+) -> None:
+    x = batch(rows, seed=rows)
+    backing = np.full((rows + 1, 1), np.nan, dtype=np.float32)
+    out = backing[:rows]  # a view: the answer must land in it, not in a new array
+    engine_kernel.run_into(x, out)
+    assert np.array_equal(backing[:rows].view(np.uint32), kernel.run(x).view(np.uint32))
+    assert np.isnan(backing[rows, 0])
+
+
+def test_the_engine_checks_the_output_buffer_as_the_library_does(engine_kernel: EngineKernel) -> None:
+    x = batch(8)
+    with pytest.raises(BadInput, match="rows") as caught:
+        engine_kernel.run_into(x, np.empty((7, 1), dtype=np.float32))
+    assert caught.value.field == "out"
+    read_only = np.empty((8, 1), dtype=np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(BadInput, match="read-only"):
+        engine_kernel.run_into(x, read_only)
+    with pytest.raises(BadInput, match="float32"):
+        engine_kernel.run_into(x, np.empty((8, 1), dtype=np.float64))
+    with pytest.raises(BadInput, match="float32") as caught:
+        engine_kernel.run_into(x.astype(np.float64), np.empty((8, 1), dtype=np.float32))
+    assert caught.value.field == "x"
 
 
 def test_a_file_without_the_kernel_symbol_is_an_artifact_error(small: BuiltModel) -> None:
