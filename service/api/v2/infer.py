@@ -1,8 +1,9 @@
 """`POST /v2/models/{name}[/versions/{v}]/infer`: the protocol's inference, as a hot route.
 
 Served by `fpgaas.service.api.front` without FastAPI: decode (JSON, or a JSON header plus the
-binary tensor data extension) -> the same `DataPlane` as `/predict` -> encode. The infer path is
-documented in OpenAPI by `openapi()`.
+binary tensor data extension) -> the same `DataPlane` as `/predict` -> encode. A small JSON
+request in the protocol's common form takes `simple`'s one-pass decode and encode, with the same
+rows and answer. The infer path is documented in OpenAPI by `openapi()`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from fpgaas.service.api.asgi import Answer, HttpCall
-from fpgaas.service.api.body_parsers import BodyParsers
+from fpgaas.service.api.body_parsers import THREAD_BYTES, BodyParsers
 from fpgaas.service.api.payload import JSON, OCTET_STREAM, media_type, require_media_type
 from fpgaas.service.api.v2 import codec, datatypes, tensors
 from fpgaas.service.api.v2.schemas import inference_request_schema
+from fpgaas.service.api.v2.simple import simple_answer, simple_rows
 from fpgaas.service.dataplane import DataPlane
 
 
@@ -43,8 +45,13 @@ async def infer(
     handle = dataplane.resolve(model, version)
     call.model_label = handle.name
     body = await call.body(max_body_bytes)
-    shapes = {t.name: t.shape for t in handle.inputs}
     header_length = call.header(b"inference-header-content-length")
+    if header_length is None and len(body) < THREAD_BYTES:
+        simple = simple_rows(body, handle)  # the common form, or None: then the general path
+        if simple is not None:
+            result = await dataplane.infer(handle, simple.rows)
+            return Answer(200, simple_answer(handle, result, simple.id))
+    shapes = {t.name: t.shape for t in handle.inputs}
     decoded = await parsers.run(
         codec.decode, body, header_length, handle.name, shapes, in_process=codec.decode_detached
     )
