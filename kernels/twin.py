@@ -141,6 +141,12 @@ class KernelLibrary:
         else:
             self._kernel(xp, yp, x.shape[0])
 
+    def compute_into(self, x: NDArray[np.float32], out: NDArray[np.float32]) -> None:
+        """`run_into` without its checks, for a caller that owns both buffers and has checked
+        them once (a device's preallocated buffers): C-contiguous float32 (n, n_inputs) rows,
+        a writable C-contiguous float32 (n, n_outputs) answer; anything else is undefined."""
+        self._call(x, out, 1)
+
     @classmethod
     def check_into(cls, x: object, out: object, n_inputs: int, n_outputs: int) -> None:
         """Raise BadInput unless x and out are the float32 (n, n_inputs) rows and the writable
@@ -180,6 +186,9 @@ class CpuKernel(Protocol):
 
     def run_into(self, x: NDArray[np.float32], out: NDArray[np.float32]) -> None: ...
 
+    def compute_into(self, x: NDArray[np.float32], out: NDArray[np.float32]) -> None:
+        """`run_into` for buffers the caller owns and has checked (see `KernelLibrary`)."""
+
 
 class EngineKernel:
     """`fpgaas.kernels.engine.FixedPointEngine` in the `CpuKernel` shape."""
@@ -200,6 +209,9 @@ class EngineKernel:
 
     def run_into(self, x: NDArray[np.float32], out: NDArray[np.float32]) -> None:
         KernelLibrary.check_into(x, out, self.n_inputs, self.n_outputs)
+        self._engine.predict_into(x, out)
+
+    def compute_into(self, x: NDArray[np.float32], out: NDArray[np.float32]) -> None:
         self._engine.predict_into(x, out)
 
 

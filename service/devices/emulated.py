@@ -56,7 +56,8 @@ class EmulatedKernel(KernelRunMixin):
         t0 = time.perf_counter()
         self._input[:n] = x
         t1 = time.perf_counter()
-        self._library.run_into(self._input[:n], self._output[:n])
+        # Its own buffers, checked above: the kernel's checks again would cost ~4 µs a call.
+        self._library.compute_into(self._input[:n], self._output[:n])
         t2 = time.perf_counter()
         out[...] = self._output[:n]
         t3 = time.perf_counter()
