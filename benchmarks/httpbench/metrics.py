@@ -22,6 +22,10 @@ class Counters:
     # nv_inference_request_failure, every version: how h2load's gRPC runs count failed RPCs, whose
     # grpc-status h2load never sees.
     failed_requests: float = 0.0
+    # fpgaas_request_duration_seconds of the model, every route and status: fpgaas's own time per
+    # HTTP request, from the ASGI call to the answer sent (no socket, HTTP parsing or loop wait).
+    request_s: float = 0.0
+    requests: float = 0.0
 
     def minus(self, earlier: Counters) -> Counters:
         return Counters(
@@ -30,6 +34,8 @@ class Counters:
             self.device_s - earlier.device_s,
             self.kernel_calls - earlier.kernel_calls,
             self.failed_requests - earlier.failed_requests,
+            self.request_s - earlier.request_s,
+            self.requests - earlier.requests,
         )
 
     @property
@@ -42,10 +48,24 @@ class Counters:
         """Mean µs of one device call: input transfer + kernel + output transfer."""
         return self.device_s / self.kernel_calls * 1e6 if self.kernel_calls > 0 else None
 
+    @property
+    def request_us(self) -> float | None:
+        """Mean µs fpgaas spent on one HTTP request of the model (its own request histogram)."""
+        return self.request_s / self.requests * 1e6 if self.requests > 0 else None
+
 
 def parse_counters(text: str, model: str) -> Counters:
     """The counters of `model` in a Prometheus text exposition."""
-    values = dict.fromkeys(("batch_rows", "batch_calls", "device_s", "kernel_calls", "failed_requests"), 0.0)
+    names = (
+        "batch_rows",
+        "batch_calls",
+        "device_s",
+        "kernel_calls",
+        "failed_requests",
+        "request_s",
+        "requests",
+    )
+    values = dict.fromkeys(names, 0.0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.labels.get("model") != model:
@@ -62,6 +82,10 @@ def parse_counters(text: str, model: str) -> Counters:
                 values["kernel_calls"] += sample.value
             elif family.name == "nv_inference_request_failure":  # the parser names it ..._total
                 values["failed_requests"] += sample.value
+            elif sample.name == "fpgaas_request_duration_seconds_sum":
+                values["request_s"] += sample.value
+            elif sample.name == "fpgaas_request_duration_seconds_count":
+                values["requests"] += sample.value
     return Counters(**values)
 
 

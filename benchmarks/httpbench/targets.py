@@ -178,6 +178,15 @@ def overhead_us(point: Point | None) -> float | None:
     return point.wrk.p50_ms * 1e3 - device if device is not None else None
 
 
+def in_server_overhead_us(point: Point | None) -> float | None:
+    """fpgaas's own mean time per request (its request histogram) minus the mean device call,
+    µs: the overhead fpgaas's code adds, without the HTTP transport every server pays."""
+    if point is None or point.counters is None:
+        return None
+    request, device = point.counters.request_us, point.counters.device_us_per_call
+    return request - device if request is not None and device is not None else None
+
+
 def pynq_targets(points: dict[Key, Point]) -> list[Target]:
     """fpgaas on emulated PYNQ cards, c=1: per-request overhead above the device call <= 100 µs."""
     out = []

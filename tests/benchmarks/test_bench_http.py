@@ -101,11 +101,20 @@ fpgaas_device_stage_seconds_count{device="pynq-0",model="muon-pt",stage="kernel"
 fpgaas_device_stage_seconds_sum{device="pynq-0",model="muon-pt",stage="kernel"} 0.0002
 fpgaas_device_stage_seconds_count{device="pynq-0",model="muon-pt",stage="output_transfer"} 4.0
 fpgaas_device_stage_seconds_sum{device="pynq-0",model="muon-pt",stage="output_transfer"} 0.0001
+# TYPE fpgaas_request_duration_seconds histogram
+fpgaas_request_duration_seconds_count{model="muon-pt",route="/predict",status="200"} 3.0
+fpgaas_request_duration_seconds_sum{model="muon-pt",route="/predict",status="200"} 0.0009
+fpgaas_request_duration_seconds_count{model="muon-pt",route="/predict",status="503"} 1.0
+fpgaas_request_duration_seconds_sum{model="muon-pt",route="/predict",status="503"} 0.0003
+fpgaas_request_duration_seconds_count{model="",route="/metrics",status="200"} 50.0
+fpgaas_request_duration_seconds_sum{model="",route="/metrics",status="200"} 5.0
 """
     counters = parse_counters(text, "muon-pt")
     assert counters.rows_per_call == pytest.approx(2.5)
     assert counters.device_us_per_call == pytest.approx(100.0)
+    assert counters.request_us == pytest.approx(300.0)  # every status of the model, not /metrics
     assert counters.minus(counters).rows_per_call is None
+    assert counters.minus(counters).request_us is None
 
 
 def test_the_machines_tcp_counters_are_read() -> None:
