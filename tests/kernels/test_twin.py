@@ -80,19 +80,6 @@ def test_malformed_inputs_are_bad_input_naming_x(kernel: KernelLibrary, x: objec
     assert caught.value.field == "x"
 
 
-def test_run_into_checks_the_output_buffer(kernel: KernelLibrary) -> None:
-    x = batch(8)
-    with pytest.raises(BadInput, match="rows") as caught:
-        kernel.run_into(x, np.empty((7, 1), dtype=np.float32))
-    assert caught.value.field == "out"
-    read_only = np.empty((8, 1), dtype=np.float32)
-    read_only.flags.writeable = False
-    with pytest.raises(BadInput, match="read-only"):
-        kernel.run_into(x, read_only)
-    with pytest.raises(BadInput, match="float32"):
-        kernel.run_into(x, np.empty((8, 1), dtype=np.float64))
-
-
 @pytest.fixture(scope="module")
 def engine_kernel(small: BuiltModel) -> EngineKernel:
     return EngineKernel(FixedPointEngine.from_hls_project(small.artifact.path / "hls"))
@@ -116,19 +103,22 @@ def test_the_engine_writes_the_librarys_bits_into_the_callers_buffer(
         assert np.array_equal(unchecked.view(np.uint32), want)
 
 
-def test_the_engine_checks_the_output_buffer_as_the_library_does(engine_kernel: EngineKernel) -> None:
+@pytest.mark.parametrize("twin", ["kernel", "engine_kernel"])
+def test_run_into_checks_both_buffers(twin: str, request: pytest.FixtureRequest) -> None:
+    """The library and the engine refuse the same buffers with the same messages."""
+    kernel: KernelLibrary | EngineKernel = request.getfixturevalue(twin)
     x = batch(8)
     with pytest.raises(BadInput, match="rows") as caught:
-        engine_kernel.run_into(x, np.empty((7, 1), dtype=np.float32))
+        kernel.run_into(x, np.empty((7, 1), dtype=np.float32))
     assert caught.value.field == "out"
     read_only = np.empty((8, 1), dtype=np.float32)
     read_only.flags.writeable = False
     with pytest.raises(BadInput, match="read-only"):
-        engine_kernel.run_into(x, read_only)
+        kernel.run_into(x, read_only)
     with pytest.raises(BadInput, match="float32"):
-        engine_kernel.run_into(x, np.empty((8, 1), dtype=np.float64))
+        kernel.run_into(x, np.empty((8, 1), dtype=np.float64))
     with pytest.raises(BadInput, match="float32") as caught:
-        engine_kernel.run_into(x.astype(np.float64), np.empty((8, 1), dtype=np.float32))
+        kernel.run_into(x.astype(np.float64), np.empty((8, 1), dtype=np.float32))
     assert caught.value.field == "x"
 
 
