@@ -4,8 +4,10 @@
 
 Starts every server itself, each on a free 127.0.0.1 port pinned to the first CPU core, and drives
 it with wrk (`-t1 -cN`, N in 1, 8, 64, 256) pinned to the second; every point is a warm-up run then
-a measured run (default 2 s + 5 s; `--quick`: 1 s + 1 s, about 3 minutes in all; full: about
-8 minutes; a first run adds ~1 minute to create the KServe virtualenv). Servers (see `httpbench/servers.py`):
+a measured run, in three rounds that each go through every server (default 2 s + 3 s, later rounds
+1 s + 3 s; the round with the median p50 is reported, with every round's p50; `--quick`: one round
+of 1 s + 1 s, about 3 minutes in all; full: about 18 minutes; a first run adds ~1 minute to create
+the KServe virtualenv). Servers (see `httpbench/servers.py`):
 
     fpgaas          `fpgaas serve`, emulated device (the CPU twin of the kernel), default settings
     fpgaas-pynq     the same with FPGAAS_DEVICE=pynq FPGAAS_PYNQ_EMULATED_CARDS=2
@@ -63,6 +65,7 @@ from benchmarks.httpbench.measure import (  # noqa: E402
     grpc_first_problem,
     measure_grpc_point,
     measure_point,
+    median_round,
 )
 from benchmarks.httpbench.procs import Cores, Server, ServerError, free_port, running  # noqa: E402
 from benchmarks.httpbench.report import Run, markdown, plot  # noqa: E402
@@ -88,7 +91,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 s warm-up + 1 s per point, 3 large requests")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds per point (default 2)")
-    parser.add_argument("--duration", type=int, default=None, help="measured seconds per point (default 5)")
+    parser.add_argument("--duration", type=int, default=None, help="measured seconds per round (default 3)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="interleaved rounds per point, the median one reported (default 3; --quick: 1)",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
     parser.add_argument("--servers", nargs="+", default=None, help="a subset of the servers (default: all)")
     parser.add_argument("--big-requests", type=int, default=None, help="65,536-row requests per server (10)")
@@ -97,11 +106,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--note", action="append", default=[], help="a note for http.md (repeatable)")
     args = parser.parse_args(argv)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    args.duration = args.duration if args.duration is not None else (1 if args.quick else 5)
+    args.duration = args.duration if args.duration is not None else (1 if args.quick else 3)
+    args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     args.big_requests = args.big_requests if args.big_requests is not None else (3 if args.quick else 10)
-    if args.duration < 1 or args.warmup < 0 or min(args.concurrency) < 1:
+    if args.duration < 1 or args.warmup < 0 or args.rounds < 1 or min(args.concurrency) < 1:
         parser.error(
-            "--duration >= 1, --warmup >= 0 and --concurrency >= 1 (whole seconds, as wrk takes them)"
+            "--duration >= 1, --warmup >= 0 (whole seconds, as wrk takes them), --rounds >= 1 and "
+            "--concurrency >= 1"
         )
     return args
 
@@ -181,31 +192,42 @@ def run_matrix(
                 log(f"  {name} {case_name}: {problem}")
     points = []
     for c in concurrency:
-        for case in cases.values():
-            for name, server in servers.items():
-                if case.name not in specs[name].cases:
-                    continue
-                if (name, case.name) in broken:
-                    points.append(Point(name, case.name, c, problem=broken[(name, case.name)]))
-                    continue
-                model = MODEL if specs[name].has_metrics else None
-                if is_grpc(case):
-                    target = specs[name].grpc_target
-                    point = measure_grpc_point(server, target, case, scripts[case.name], c, plan, model)
-                else:
-                    point = measure_point(server, case, scripts[case.name], c, plan, model)
-                points.append(point)
-                log(_progress(point))
+        rounds: dict[tuple[str, str], list[Point]] = {}
+        for k in range(plan.rounds):
+            round_plan = plan.round(k)
+            for case in cases.values():
+                for name, server in servers.items():
+                    if case.name not in specs[name].cases:
+                        continue
+                    if (name, case.name) in broken:
+                        point = Point(name, case.name, c, problem=broken[(name, case.name)])
+                    elif is_grpc(case):
+                        target = specs[name].grpc_target
+                        point = measure_grpc_point(
+                            server, target, case, scripts[case.name], c, round_plan, _model(specs[name])
+                        )
+                    else:
+                        point = measure_point(
+                            server, case, scripts[case.name], c, round_plan, _model(specs[name])
+                        )
+                    rounds.setdefault((case.name, name), []).append(point)
+                    log(_progress(point, f"round {k + 1}/{plan.rounds}"))
+        points += [median_round(measured) for measured in rounds.values()]
     return points
 
 
-def _progress(p: Point) -> str:
+def _model(spec: ServerSpec) -> str | None:
+    """The model whose fpgaas metrics are read around a run; None for a peer without them."""
+    return MODEL if spec.has_metrics else None
+
+
+def _progress(p: Point, when: str) -> str:
     if p.wrk is None:
-        return f"  {p.server:16} {p.case:12} c={p.connections:<4} not measured: {p.problem}"
+        return f"  {p.server:16} {p.case:12} c={p.connections:<4} {when} not measured: {p.problem}"
     w = p.wrk
     batch = f" rows/call {p.counters.rows_per_call:.1f}" if p.counters and p.counters.rows_per_call else ""
     return (
-        f"  {p.server:16} {p.case:12} c={p.connections:<4} {w.ok_per_s:9,.0f} rps  p50 {w.p50_ms:7.3f} ms"
+        f"  {p.server:16} {p.case:12} c={p.connections:<4} {when} {w.ok_per_s:9,.0f} rps  p50 {w.p50_ms:7.3f} ms"
         f"  p99 {w.p99_ms:7.3f} ms  errors {w.errors}{batch}"
     )
 
@@ -275,7 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = {
         s.name: s for s in all_specs(args.repository, kserve_python) if wanted is None or s.name in wanted
     }
-    plan = LoadPlan(args.warmup, args.duration, load_core=cores.load, settle_s=0.5 if args.quick else 1.0)
+    plan = LoadPlan(
+        args.warmup,
+        args.duration,
+        load_core=cores.load,
+        settle_s=0.5 if args.quick else 1.0,
+        rounds=args.rounds,
+    )
     with ExitStack() as stack:
         servers = {
             name: s for name, spec in specs.items() if (s := start(spec, stack, cores, work, unavailable))

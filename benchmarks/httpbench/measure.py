@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,6 +35,14 @@ class LoadPlan:
     # new ones opened on the same port within ~0.3 s of that got ~200 TCP retransmissions and 2-4 s
     # p99s on every server (a benchmark artifact, gone after a 0.3 s pause).
     settle_s: float = 1.0
+    # Every point is measured this many times, in rounds that each go through every server before
+    # the next begins, so that a slow spell of the shared machine hits one round of each server
+    # alike instead of one server's only run. Rounds after the first warm up for at most 1 s.
+    rounds: int = 1
+
+    def round(self, k: int) -> LoadPlan:
+        """The plan of round k (0-based): the first warms up in full."""
+        return self if k == 0 else replace(self, warmup_s=min(self.warmup_s, 1))
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,25 @@ class Point:
     # Of those retransmissions, the ones a retransmission timeout sent (TcpExt TCPTimeouts): the
     # rest are mostly tail-loss probes, which on a saturated core are spurious and cost nothing.
     tcp_timeouts: int | None = None
+    # The p50 of every round of this point, in the order run (this point is the median one).
+    round_p50_ms: tuple[float, ...] = ()
+
+
+def median_round(rounds: Sequence[Point]) -> Point:
+    """The round with the median p50 (the lower middle one of an even count), carrying every
+    round's p50: its rps, p99, errors and counters come from that one measured run, so they stay
+    consistent with each other. A round without figures (the server died, the load generator
+    failed) makes the point one without figures, naming the round."""
+    if not rounds:
+        raise ValueError("no rounds to choose from")
+    for k, p in enumerate(rounds):
+        if p.wrk is None:
+            return (
+                p if len(rounds) == 1 else replace(p, problem=f"round {k + 1} of {len(rounds)}: {p.problem}")
+            )
+    p50s = tuple(p.wrk.p50_ms for p in rounds if p.wrk is not None)
+    ranked = sorted(range(len(rounds)), key=lambda k: p50s[k])
+    return replace(rounds[ranked[(len(rounds) - 1) // 2]], round_p50_ms=p50s)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,15 @@ def how_it_was_run(run: Run) -> list[str]:
     lines += [
         f"- Pinning: every server on core {run.cores.server}, wrk on core {run.cores.load} (`taskset -c`); "
         f"`wrk -t1 -cN --latency`, {plan.warmup_s} s warm-up run (discarded), a {plan.settle_s:g} s pause, then "
-        f"{plan.duration_s} s measured per point, `--timeout {plan.timeout_s}s`, keep-alive connections.",
+        f"{plan.duration_s} s measured per point, `--timeout {plan.timeout_s}s`, keep-alive connections."
+        + (
+            f" Each point is measured in {plan.rounds} rounds, every server in turn before the next round"
+            f" (later rounds warm up for {plan.round(1).warmup_s} s); the tables show the round with the"
+            " median p50 (its rps, p99, errors and counters are that run's) and every round's p50; the"
+            " ratios and targets compare those median rounds."
+            if plan.rounds > 1
+            else ""
+        ),
         "",
         "| server | what it is | cases |",
         "|---|---|---|",
@@ -69,14 +77,15 @@ def case_table(run: Run, case: Case) -> list[str]:
     lines = [
         f"### {case.label} (`{case.name}`)",
         "",
-        "| server | c | rps (2xx/s) | p50 ms | p99 ms | errors | rows/device call | device µs/call | TCP retrans. |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | c | rps (2xx/s) | p50 ms | p99 ms | errors | rows/device call | device µs/call | TCP retrans. "
+        "| p50 ms of each round |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in run.points:
         if p.case != case.name:
             continue
         if p.wrk is None:
-            lines.append(f"| {p.server} | {p.connections} | not measured: {p.problem} | | | | | | |")
+            lines.append(f"| {p.server} | {p.connections} | not measured: {p.problem} | | | | | | | |")
             continue
         w, k = p.wrk, p.counters
         errors = f"{w.errors:,}" + (
@@ -85,7 +94,8 @@ def case_table(run: Run, case: Case) -> list[str]:
         lines.append(
             f"| {p.server} | {p.connections} | {w.ok_per_s:,.0f} | {w.p50_ms:.3f} | {w.p99_ms:.3f} | {errors} "
             f"| {_f(k.rows_per_call if k else None, 1)} | {_f(k.device_us_per_call if k else None, 1)} "
-            f"| {'-' if p.tcp_retransmits is None else f'{p.tcp_retransmits:,}'} |"
+            f"| {'-' if p.tcp_retransmits is None else f'{p.tcp_retransmits:,}'} "
+            f"| {' / '.join(f'{v:.3f}' for v in p.round_p50_ms) or '-'} |"
         )
     return [*lines, ""]
 

@@ -8,6 +8,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 from benchmarks.httpbench.cases import GRPC_METHOD, N_INPUTS, inputs, is_grpc, make_cases, response_problem
 from benchmarks.httpbench.environment import notes
 from benchmarks.httpbench.h2load import H2LOAD, grpc_frame, h2load_command, parse_log, run_h2load
-from benchmarks.httpbench.measure import Point
+from benchmarks.httpbench.measure import LoadPlan, Point, median_round
 from benchmarks.httpbench.metrics import parse_counters
 from benchmarks.httpbench.procs import Cores, Server, free_port, listening_addresses, running, tcp_counters
 from benchmarks.httpbench.servers import KSERVE_VENV, PEERS
@@ -131,6 +132,38 @@ def test_a_run_with_many_retransmissions_is_noted_with_how_many_a_timeout_sent()
     text = "\n".join(notes(Cores(0, 1, 2), [stalled, quiet], []))
     assert "fpgaas json c=64: 284 retransmitted (3 on a timeout), 127 connections reset" in text
     assert "bare-asgi json c=64" not in text  # under the threshold: not worth a note
+
+
+def _round(p50_ms: float, requests: int) -> Point:
+    return Point("fpgaas", "json", 1, replace(parse_wrk(WRK_MIXED_UNITS), p50_ms=p50_ms, requests=requests))
+
+
+def test_a_point_is_its_median_round_whole_with_every_rounds_p50_in_order() -> None:
+    point = median_round([_round(0.44, 1), _round(0.31, 2), _round(0.35, 3)])
+    assert point.wrk is not None
+    assert (point.wrk.p50_ms, point.wrk.requests) == (0.35, 3)  # one run's figures, never mixed
+    assert point.round_p50_ms == (0.44, 0.31, 0.35)
+    # An even count takes the lower middle round; one round is itself.
+    even = median_round([_round(0.5, 1), _round(0.2, 2), _round(0.4, 3), _round(0.3, 4)])
+    assert even.wrk is not None and even.wrk.requests == 4  # 0.3 ms: the lower of 0.3 and 0.4
+    assert median_round([_round(0.5, 7)]).round_p50_ms == (0.5,)
+
+
+def test_a_round_without_figures_makes_the_point_one_without_figures_naming_the_round() -> None:
+    failed = Point("fpgaas", "json", 1, problem="server exited (1)")
+    point = median_round([_round(0.3, 1), failed, _round(0.4, 2)])
+    assert point.wrk is None
+    assert point.problem == "round 2 of 3: server exited (1)"
+    assert median_round([failed]).problem == "server exited (1)"
+    with pytest.raises(ValueError):
+        median_round([])
+
+
+def test_rounds_after_the_first_warm_up_for_at_most_a_second() -> None:
+    plan = LoadPlan(warmup_s=2, duration_s=3, rounds=3)
+    assert plan.round(0) == plan
+    assert (plan.round(1).warmup_s, plan.round(2).duration_s) == (1, 3)
+    assert LoadPlan(warmup_s=0, duration_s=3).round(1).warmup_s == 0
 
 
 @pytest.fixture(scope="module")
