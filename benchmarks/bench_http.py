@@ -6,7 +6,7 @@ Starts every server itself, each on a free 127.0.0.1 port pinned to the first CP
 it with wrk (`-t1 -cN`, N in 1, 8, 64, 256) pinned to the second; every point is a warm-up run then
 a measured run, in three rounds that each go through every server (default 2 s + 3 s, later rounds
 1 s + 3 s; the round with the median p50 is reported, with every round's p50; `--quick`: one round
-of 1 s + 1 s, about 3 minutes in all; full: about 18 minutes; a first run adds ~1 minute to create
+of 1 s + 1 s, about 3 minutes in all; full: about 20 minutes; a first run adds ~1 minute to create
 the KServe virtualenv). Servers (see `httpbench/servers.py`):
 
     fpgaas          `fpgaas serve`, emulated device (the CPU twin of the kernel), default settings
