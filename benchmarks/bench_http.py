@@ -199,9 +199,13 @@ def run_matrix(
                 for name, server in servers.items():
                     if case.name not in specs[name].cases:
                         continue
-                    if (name, case.name) in broken:
-                        point = Point(name, case.name, c, problem=broken[(name, case.name)])
-                    elif is_grpc(case):
+                    if (name, case.name) in broken:  # wrong before any load: one point, no rounds
+                        if k == 0:
+                            rounds[(case.name, name)] = [
+                                Point(name, case.name, c, problem=broken[(name, case.name)])
+                            ]
+                        continue
+                    if is_grpc(case):
                         target = specs[name].grpc_target
                         point = measure_grpc_point(
                             server, target, case, scripts[case.name], c, round_plan, _model(specs[name])

@@ -73,14 +73,15 @@ def median_round(rounds: Sequence[Point]) -> Point:
     failed) makes the point one without figures, naming the round."""
     if not rounds:
         raise ValueError("no rounds to choose from")
+    p50s: list[float] = []
     for k, p in enumerate(rounds):
         if p.wrk is None:
             return (
                 p if len(rounds) == 1 else replace(p, problem=f"round {k + 1} of {len(rounds)}: {p.problem}")
             )
-    p50s = tuple(p.wrk.p50_ms for p in rounds if p.wrk is not None)
+        p50s.append(p.wrk.p50_ms)
     ranked = sorted(range(len(rounds)), key=lambda k: p50s[k])
-    return replace(rounds[ranked[(len(rounds) - 1) // 2]], round_p50_ms=p50s)
+    return replace(rounds[ranked[(len(rounds) - 1) // 2]], round_p50_ms=tuple(p50s))
 
 
 @dataclass(frozen=True)
