@@ -3,7 +3,8 @@
 
 One `Batcher` per replica (a model version resident on one device). Requests queue in arrival
 order. An idle device starts at the end of the event loop iteration that queued the first rows
-(so every request read in that iteration rides along) with what is queued (up to `max_batch` rows, taking a slice
+(so every request read in that iteration rides along; at once for a caller that knows it is
+alone, see `enqueue`) with what is queued (up to `max_batch` rows, taking a slice
 of a larger request and the rest in later calls); rows that arrive while a call runs form the
 next batch, which starts the moment the call ends. `max_delay_s` > 0 lets an idle device wait
 at most that long for a fuller batch (it goes early at `max_batch` rows); it is a bound, and 0
@@ -251,8 +252,13 @@ class Batcher:
         drops its rows not yet sent."""
         return await self.enqueue(x)
 
-    def enqueue(self, x: np.ndarray) -> asyncio.Future[np.ndarray]:
-        """`submit` without the coroutine: refusals raise at once, the answer is the future's."""
+    def enqueue(self, x: np.ndarray, *, alone: bool = False) -> asyncio.Future[np.ndarray]:
+        """`submit` without the coroutine: refusals raise at once, the answer is the future's.
+
+        `alone`: the caller knows that no other request is being served, so none can join these
+        rows in this loop iteration. On an idle device with nothing else queued they go at once
+        instead of at the end of the iteration; an inline call (`inline_rows`) then has the
+        future done on return, so the caller's `await` does not wait a loop iteration for it."""
         if self._loop is None or self._closing:
             raise NotReady(f"model {self._model} is not accepting requests (shutting down)")
         if self._hung:
@@ -275,8 +281,10 @@ class Batcher:
             self._dispatch()  # a full call goes at once, even behind a busy device
         elif not self._busy:
             if self._policy.max_delay_s <= 0:
+                if alone and self._unsent == n and not self._dispatch_soon:
+                    self._dispatch()
                 # At the end of this loop iteration: every request read in it joins the batch.
-                if not self._dispatch_soon:
+                elif not self._dispatch_soon:
                     self._dispatch_soon = True
                     self._loop.call_soon(self._dispatch_if_idle)
             elif self._linger is None:

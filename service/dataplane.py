@@ -275,8 +275,9 @@ class DataPlane:
         found = self._registry.get(model, version)  # raises ModelNotFound naming what is loaded
         return self._handles[(found.name, found.version)]
 
-    async def infer(self, handle: ModelHandle, x: np.ndarray) -> InferResult:
+    async def infer(self, handle: ModelHandle, x: np.ndarray, *, alone: bool = False) -> InferResult:
         """Run rows (n_samples, n_inputs) through a resolved model; BadInput names a bad value.
+        `alone`: the caller knows of no other request being served (see `Batcher.enqueue`).
 
         `x` may be any real dtype; it is checked once here (2-D, width, finite in float32).
         Counted in `statistics` as a success or a failure, with its wall time."""
@@ -291,7 +292,7 @@ class DataPlane:
             replicas = handle.replicas
             replica = _least_loaded(replicas)
             try:
-                outputs = await replica.batcher.enqueue(batch)
+                outputs = await replica.batcher.enqueue(batch, alone=alone)
             except DeviceError as exc:
                 # Once only: a fault everywhere still answers within two device deadlines.
                 others = [r for r in replicas if r is not replica and r.healthy]

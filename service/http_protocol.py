@@ -1,5 +1,6 @@
-"""Connection-level behaviour of the HTTP server: uvicorn's httptools protocol with a read
-deadline, and a drain that gives every accepted connection its answer at shutdown.
+"""Connection-level behaviour of the HTTP server: uvicorn's httptools protocol (with the direct
+hot path of `fpgaas.service.http_direct`) with a read deadline, and a drain that gives every
+accepted connection its answer at shutdown.
 
 uvicorn times out idle keep-alive connections and nothing else: a client that opens a connection
 and sends nothing, half a request head, or half a body holds that connection (and, mid-body, a
@@ -32,8 +33,9 @@ import logging
 from typing import Any
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from fpgaas.service.http_direct import DirectHttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 DRAIN_GRACE_S = 0.5
 
 
-class TimedHttpToolsProtocol(HttpToolsProtocol):
+class TimedHttpToolsProtocol(DirectHttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline on reading each request, and a drain at
     shutdown. Use `timed_protocol(read_timeout_s)` to get a class for `uvicorn.Config(http=...)`."""
 

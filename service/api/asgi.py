@@ -53,6 +53,11 @@ class HttpCall:
         value = self._headers.get(name)
         return None if value is None else value.decode("latin-1")
 
+    def alone(self) -> bool:
+        """True when no other HTTP request is being served (the batcher then need not wait for
+        company). Unknown behind the ASGI interface, so False there."""
+        return False
+
     def query(self) -> dict[str, str]:
         raw: bytes = self.scope.get("query_string", b"")
         return dict(parse_qsl(raw.decode("latin-1"))) if raw else {}
@@ -60,14 +65,7 @@ class HttpCall:
     async def body(self, limit: int) -> bytes:
         """The whole body, inflated; PayloadTooLarge (413) as soon as it is known to exceed
         `limit` bytes, before or after inflation."""
-        declared = self.header(b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise BadInput(f"Content-Length {declared!r} is not a byte count", field="Content-Length")
-            if int(declared) > limit:
-                raise PayloadTooLarge(
-                    f"body of {declared} bytes exceeds the limit of {limit} bytes", field="body"
-                )
+        self.check_declared_length(limit)
         chunks: list[bytes] = []
         received = 0
         while True:
@@ -84,6 +82,18 @@ class HttpCall:
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return inflate(body, self.header(b"content-encoding"), limit)
+
+    def check_declared_length(self, limit: int) -> None:
+        """BadInput for a Content-Length that is not a byte count, PayloadTooLarge for one over
+        `limit` bytes (before a byte of the body is read)."""
+        declared = self.header(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise BadInput(f"Content-Length {declared!r} is not a byte count", field="Content-Length")
+            if int(declared) > limit:
+                raise PayloadTooLarge(
+                    f"body of {declared} bytes exceeds the limit of {limit} bytes", field="body"
+                )
 
     async def answer(self, answer: Answer) -> None:
         headers = [

@@ -3,7 +3,8 @@
 The hot routes, `POST /predict` and `POST /v2/models/{m}[/versions/{v}]/infer`, are answered
 here directly (decode -> dataplane -> encode, see `predict` and `v2.infer`), without FastAPI's
 routing, dependency solving and response classes, which cost more than the whole device call
-at batch 1. Every other request goes on to the FastAPI app. Either way the request is timed
+at batch 1. The connection itself may hand a complete small hot request to `serve_hot`
+without the ASGI call (`fpgaas.service.http_direct`); the code that answers it is the same. Every other request goes on to the FastAPI app. Either way the request is timed
 into `fpgaas_request_duration_seconds` with bounded labels (a route template, a loaded model's
 name or "", the status), and a client that goes away mid-request is counted in
 `fpgaas_client_disconnects_total` and logged at debug level, never as a server error.
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 _V2_INFER_ROUTE = v2_infer.PATHS[0]
 _V2_INFER_VERSION_ROUTE = v2_infer.PATHS[1]
 
+HotRoute = tuple[str, tuple[str, str | None] | None]
+"""A hot route: its template (the metrics label) and, for v2 infer, the (model, version) of the path."""
+_PREDICT: HotRoute = (predict.PATH, None)
+
 
 class FrontDoor:
     """ASGI middleware: the hot routes and the request metrics of every route."""
@@ -70,20 +75,37 @@ class FrontDoor:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        hot = self.hot_route(scope["path"])
+        if hot is not None:
+            await self.serve_hot(HttpCall(scope, receive, send), hot)
+            return
         start = time.perf_counter()
-        path: str = scope["path"]
         inflight = self._metrics.inflight
         inflight.inc()
         try:
-            if path == predict.PATH:
-                await self._hot(HttpCall(scope, receive, send), predict.PATH, start, None)
-                return
-            target = v2_infer.match(path)
-            if target is not None:
-                route = _V2_INFER_ROUTE if target[1] is None else _V2_INFER_VERSION_ROUTE
-                await self._hot(HttpCall(scope, receive, send), route, start, target)
-                return
             await self._framework(scope, receive, send, start)
+        finally:
+            inflight.dec()
+
+    @staticmethod
+    def hot_route(path: str) -> HotRoute | None:
+        """The hot route a request path is for (its template, and for v2 the model and version
+        named in it), or None for a path the FastAPI app serves."""
+        if path == predict.PATH:
+            return _PREDICT
+        target = v2_infer.match(path)
+        if target is None:
+            return None
+        return (_V2_INFER_ROUTE if target[1] is None else _V2_INFER_VERSION_ROUTE), target
+
+    async def serve_hot(self, call: HttpCall, hot: HotRoute) -> None:
+        """Answer one request on a hot route (from the ASGI app, or straight from the connection:
+        `fpgaas.service.http_direct`), timed and counted."""
+        start = time.perf_counter()
+        inflight = self._metrics.inflight
+        inflight.inc()
+        try:
+            await self._hot(call, hot[0], start, hot[1])
         finally:
             inflight.dec()
 
@@ -107,7 +129,7 @@ class FrontDoor:
                     call, dataplane, self._parsers, self._max_body_bytes, *v2_target
                 )
         except ClientDisconnected:
-            self._disconnected(route)
+            self.client_went_away(route)
             return
         except Exception as exc:
             error = classify(exc)
@@ -118,7 +140,7 @@ class FrontDoor:
         try:
             await call.answer(answer)
         except OSError:  # the connection broke while the answer was being written
-            self._disconnected(route)
+            self.client_went_away(route)
             return
         self._metrics.request_done(route, call.model_label, answer.status, time.perf_counter() - start)
 
@@ -147,6 +169,7 @@ class FrontDoor:
         model = str(scope.get("state", {}).get("model", ""))
         self._metrics.request_done(template, model, status, time.perf_counter() - start)
 
-    def _disconnected(self, route: str) -> None:
+    def client_went_away(self, route: str) -> None:
+        """Count a client that left a hot route's request before its answer (debug log only)."""
         self._metrics.client_disconnects.labels(route).inc()
         log.debug("%s: the client went away before its answer", route)

@@ -42,7 +42,7 @@ async def predict(call: HttpCall, dataplane: DataPlane, parsers: BodyParsers, ma
         if rows:
             dataplane.admit(handle, rows)
         body = await call.body(max_body_bytes)
-        result = await dataplane.infer(handle, parse_binary_rows(body, handle.n_inputs))
+        result = await dataplane.infer(handle, parse_binary_rows(body, handle.n_inputs), alone=call.alone())
         outputs = result.outputs
         headers = (
             (b"x-model", result.model.encode()),
@@ -59,7 +59,7 @@ async def predict(call: HttpCall, dataplane: DataPlane, parsers: BodyParsers, ma
             raise BadInput(f"{name} is {in_body!r} in the body but {in_query!r} in the query", field=name)
     handle = dataplane.resolve(parsed.model or model, parsed.version or version)
     call.model_label = handle.name
-    result = await dataplane.infer(handle, parsed.inputs)
+    result = await dataplane.infer(handle, parsed.inputs, alone=call.alone())
     return Answer(200, encode_json_answer(result.model, result.version, result.device, result.outputs))
 
 

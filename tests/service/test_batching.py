@@ -149,6 +149,36 @@ async def test_a_lone_request_waits_max_delay_for_company_then_goes(make_batcher
     np.testing.assert_array_equal(y, reference(x))
 
 
+async def test_a_caller_alone_on_an_idle_device_is_answered_before_enqueue_returns(
+    make_batcher, metrics, reference
+) -> None:
+    batcher = await make_batcher(max_batch=1024, max_delay_s=0.0)
+    x = rows(2)
+    future = batcher.enqueue(x, alone=True)  # the CPU twin runs calls this small on the loop
+    assert future.done()
+    np.testing.assert_array_equal(future.result(), reference(x))
+    assert batch_sizes(metrics) == (1, 2)
+
+
+async def test_without_alone_requests_of_one_loop_iteration_share_a_call(
+    make_batcher, metrics, reference
+) -> None:
+    batcher = await make_batcher(max_batch=1024, max_delay_s=0.0)
+    inputs = [rows(1, seed) for seed in range(3)]
+    futures = [batcher.enqueue(x) for x in inputs]
+    assert not any(f.done() for f in futures)  # they go at the end of this iteration, together
+    outputs = await asyncio.gather(*futures)
+    assert batch_sizes(metrics) == (1, 3)
+    # A caller alone behind rows already queued waits for them: it joins their call.
+    queued = batcher.enqueue(inputs[0])
+    joined = batcher.enqueue(inputs[1], alone=True)
+    assert not joined.done()
+    outputs += [await queued, await joined]
+    assert batch_sizes(metrics) == (2, 5)
+    for x, y in zip([*inputs, inputs[0], inputs[1]], outputs, strict=True):
+        np.testing.assert_array_equal(y, reference(x))
+
+
 async def test_hundreds_of_mixed_requests_each_get_their_own_rows_in_order(
     make_batcher, metrics, reference
 ) -> None:

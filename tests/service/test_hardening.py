@@ -133,9 +133,13 @@ def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
 
 
 def server_errors(http: httpx.Client) -> float:
-    """Requests answered 500, plus errors counted as `internal`, so far."""
+    return server_errors_in(http.get("/metrics").text)
+
+
+def server_errors_in(metrics: str) -> float:
+    """Requests answered 500, plus errors counted as `internal`, in a /metrics text."""
     total = 0.0
-    for name, labels, value in samples(http.get("/metrics").text):
+    for name, labels, value in samples(metrics):
         if name == "fpgaas_request_duration_seconds_count" and labels.get("status") == "500":
             total += value
         if name == "fpgaas_errors_total" and labels.get("code") == "internal":
@@ -144,7 +148,11 @@ def server_errors(http: httpx.Client) -> float:
 
 
 def client_disconnects(http: httpx.Client) -> float:
-    return sum(v for n, _, v in samples(http.get("/metrics").text) if n == "fpgaas_client_disconnects_total")
+    return client_disconnects_in(http.get("/metrics").text)
+
+
+def client_disconnects_in(metrics: str) -> float:
+    return sum(v for n, _, v in samples(metrics) if n == "fpgaas_client_disconnects_total")
 
 
 # Raw sockets, for what httpx will not send.

@@ -49,7 +49,7 @@ async def infer(
     if header_length is None and len(body) < THREAD_BYTES:
         simple = simple_rows(body, handle)  # the common form, or None: then the general path
         if simple is not None:
-            result = await dataplane.infer(handle, simple.rows)
+            result = await dataplane.infer(handle, simple.rows, alone=call.alone())
             return Answer(200, simple_answer(handle, result, simple.id))
     shapes = {t.name: t.shape for t in handle.inputs}
     decoded = await parsers.run(
@@ -57,7 +57,7 @@ async def infer(
     )
     rows = tensors.rows_from_inputs(handle, decoded)
     plan = tensors.plan_outputs(handle, decoded.request)
-    result = await dataplane.infer(handle, rows)
+    result = await dataplane.infer(handle, rows, alone=call.alone())
     header_outputs = []
     blobs = []
     for out in tensors.cut_outputs(handle, plan, result.outputs):
