@@ -49,6 +49,7 @@ class TimedHttpToolsProtocol(DirectHttpToolsProtocol):
     shutdown. Use `timed_protocol(read_timeout_s)` to get a class for `uvicorn.Config(http=...)`."""
 
     read_timeout_s: float = 10.0  # seconds; set per server by `timed_protocol`
+    drain_at_connect = False  # set by the server on connections it takes from the backlog at shutdown
 
     def __init__(
         self,
@@ -71,6 +72,8 @@ class TimedHttpToolsProtocol(DirectHttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._expect("a request", self.read_timeout_s)
+        if self.drain_at_connect:
+            self.shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._deadline = None

@@ -132,11 +132,11 @@ class Server(uvicorn.Server):
             grpc_stopped = loop.create_task(self.grpc_front.stop())
         for conn in backlog:
             try:
-                _, protocol = await loop.connect_accepted_socket(self._new_protocol, sock=conn)
+                # Draining from its first byte: a request it reads is answered with Connection: close.
+                await loop.connect_accepted_socket(self._new_draining_protocol, sock=conn)
             except OSError:  # the client went away meanwhile
                 conn.close()
                 continue
-            protocol.shutdown()  # type: ignore[attr-defined]  # before it can serve a request as keep-alive
         if backlog:
             log.info("shutting down: %d connection(s) taken from the listen backlog", len(backlog))
         if grpc_stopped is not None:  # RPCs in progress are answered before the lifespan drains
@@ -168,10 +168,11 @@ class Server(uvicorn.Server):
                     backlog.append(conn)
         return backlog
 
-    def _new_protocol(self) -> asyncio.Protocol:
+    def _new_draining_protocol(self) -> asyncio.Protocol:
         protocol: asyncio.Protocol = self.config.http_protocol_class(  # type: ignore[call-arg]
             config=self.config, server_state=self.server_state, app_state=self.lifespan.state
         )
+        protocol.drain_at_connect = True  # type: ignore[attr-defined]
         return protocol
 
     @contextlib.contextmanager

@@ -54,8 +54,8 @@ class HttpCall:
         return None if value is None else value.decode("latin-1")
 
     def alone(self) -> bool:
-        """True when no other HTTP request is being served (the batcher then need not wait for
-        company). Unknown behind the ASGI interface, so False there."""
+        """True when no other HTTP request can be waiting to join this one's batch (the batcher
+        then need not wait for company). Unknown behind the ASGI interface, so False there."""
         return False
 
     def query(self) -> dict[str, str]:
