@@ -4,8 +4,9 @@ The hot routes, `POST /predict` and `POST /v2/models/{m}[/versions/{v}]/infer`, 
 here directly (decode -> dataplane -> encode, see `predict` and `v2.infer`), without FastAPI's
 routing, dependency solving and response classes, which cost more than the whole device call
 at batch 1. The connection itself may hand a complete small hot request to `serve_hot`
-without the ASGI call (`fpgaas.service.http_direct`); the code that answers it is the same. Every other request goes on to the FastAPI app. Either way the request is timed
-into `fpgaas_request_duration_seconds` with bounded labels (a route template, a loaded model's
+without the ASGI call (`fpgaas.service.http_direct`); the code that answers it is the same.
+Every other request goes on to the FastAPI app. Either way the request is timed into
+`fpgaas_request_duration_seconds` with bounded labels (a route template, a loaded model's
 name or "", the status), and a client that goes away mid-request is counted in
 `fpgaas_client_disconnects_total` and logged at debug level, never as a server error.
 
