@@ -30,10 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
-
-from uvicorn.config import Config
-from uvicorn.server import ServerState
 
 from fpgaas.service.http_direct import DirectHttpToolsProtocol
 
@@ -51,21 +47,16 @@ class TimedHttpToolsProtocol(DirectHttpToolsProtocol):
     read_timeout_s: float = 10.0  # seconds; set per server by `timed_protocol`
     drain_at_connect = False  # set by the server on connections it takes from the backlog at shutdown
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        # One timer at a time, moved lazily: the hot path only writes `_deadline` (loop time, or
-        # None when nothing is awaited from the client); the timer, when it fires early, re-arms.
-        self._deadline: float | None = None
-        self._awaiting = ""  # what the client owes by the deadline, for the log
-        self._timer: asyncio.TimerHandle | None = None
-        self._in_head = False  # a request has begun and its head is not complete
-        self._draining = False  # the server is shutting down: answer what arrives, then close
+    # Per-connection state: these class-level values are each connection's starting ones (every
+    # one is immutable, and assigning it on the instance shadows it), so the protocol needs no
+    # constructor of its own. One timer at a time, moved lazily: the hot path only writes
+    # `_deadline` (loop time, or None when nothing is awaited from the client); the timer, when it
+    # fires early, re-arms.
+    _deadline: float | None = None
+    _awaiting = ""  # what the client owes by the deadline, for the log
+    _timer: asyncio.TimerHandle | None = None
+    _in_head = False  # a request has begun and its head is not complete
+    _draining = False  # the server is shutting down: answer what arrives, then close
 
     # Connection events
 
