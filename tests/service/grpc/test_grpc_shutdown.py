@@ -1,36 +1,70 @@
 """SIGTERM with gRPC calls in flight: the gRPC front drains as HTTP does. Every call the server
-had accepted is answered correctly, the process exits 0, and the port refuses calls afterwards."""
+had accepted is answered correctly, the process exits 0, and the port refuses calls afterwards.
+
+The signal goes only once the server's own metrics show every call's rows accepted (queued or
+answered) and rows still queued: a fixed sleep cannot tell a call still on the wire, which the
+server never accepted and may refuse, from one it must answer."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
 from grpc_live import MODEL, GrpcServer, infer_input, predict_route, samples
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.servers import serving_process
 
 
+def rows_accepted_and_queued(url: str) -> tuple[float, float]:
+    """(rows accepted so far, rows accepted and not yet answered), summed over models and devices."""
+    answered = queued = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "fpgaas_rows_total":
+                answered += sample.value
+            elif sample.name == "fpgaas_queue_rows":
+                queued += sample.value
+    return answered + queued, queued
+
+
+async def until_accepted(url: str, rows: float, timeout_s: float = 30.0) -> float:
+    """Wait until the server has accepted `rows` rows since it started; return the rows it then
+    still had queued."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        accepted, queued = await asyncio.to_thread(rows_accepted_and_queued, url)
+        if accepted >= rows:
+            return queued
+        assert time.monotonic() < deadline, f"the server accepted {accepted} of {rows} rows"
+        await asyncio.sleep(0.002)
+
+
 def test_sigterm_answers_every_accepted_call(grpc_repo: Path) -> None:
-    xs = [samples(8000, seed=i) for i in range(12)]  # ~100 device calls: still running at SIGTERM
+    # 12 calls of 2.4 MB (under gRPC's 4 MB limit): far more device work than the scrapes take.
+    xs = [samples(100_000, seed=i) for i in range(12)]
     # A budget that admits every call: this test is about the drain, not about shedding.
     with serving_process(
-        grpc=True, model_repository=grpc_repo, max_queue_rows=1 << 20, max_queue_delay_ms=60_000
+        grpc=True, model_repository=grpc_repo, max_queue_rows=1 << 22, max_queue_delay_ms=60_000
     ) as server:
         assert server.grpc_target is not None
         live = GrpcServer(server.url, server.grpc_target)
         expected = [predict_route(live, x) for x in xs]
+        before, _ = rows_accepted_and_queued(server.url)  # the rows just answered on /predict
 
         async def run() -> list[np.ndarray]:
             async with triton_aio.InferenceServerClient(live.target) as client:
                 calls = [asyncio.ensure_future(client.infer(MODEL, [infer_input("input_1", x)])) for x in xs]
-                await asyncio.sleep(0.05)  # every call is on the wire
+                still_queued = await until_accepted(server.url, before + sum(len(x) for x in xs))
                 server.process.send_signal(signal.SIGTERM)
-                assert not all(c.done() for c in calls)  # calls were still in progress at SIGTERM
+                assert still_queued > 0  # the server had work left at SIGTERM
+                assert not all(c.done() for c in calls)  # and the calls were still in progress
                 results = await asyncio.gather(*calls)
             return [r.as_numpy("layer5_out") for r in results]
 
