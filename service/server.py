@@ -10,13 +10,15 @@
 2. answers every request on an accepted connection, with `Connection: close`, and closes idle
    connections (see `http_protocol` for the grace a connection between requests gets);
 3. runs the app's lifespan shutdown, which drains the batchers and closes kernels and devices;
-4. returns, and the process exits 0.
+4. returns, and the process exits 0 (uvicorn would re-raise the signal here, so a server that
+   had finished cleanly would die of it, exit status -15).
 
 The gRPC front end (`fpgaas.service.api.grpc.GrpcFront`, on `FPGAAS_GRPC_PORT`, 0 for none) runs
-in the same event loop on the same app state: it starts once the lifespan has loaded the models,
-and at step 1 it refuses new RPCs too; RPCs in progress get the same grace as HTTP requests
-and are answered before step 3. uvicorn would re-raise the signal here, so a server that
-   had finished cleanly would die of it (exit status -15).
+in the same event loop on the same app state: it starts once the lifespan has loaded the models.
+At step 1 its health turns NOT_SERVING; it still takes RPCs for the grace an idle HTTP
+connection gets (`DRAIN_GRACE_S`: calls already on the wire are answered, not cancelled), then
+refuses new ones; RPCs in progress get the same grace as HTTP requests and are answered before
+step 3.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from uvicorn.server import HANDLED_SIGNALS
 
 from fpgaas.service.api.grpc import GrpcFront
 from fpgaas.service.app import create_app
-from fpgaas.service.http_protocol import timed_protocol
+from fpgaas.service.http_protocol import DRAIN_GRACE_S, timed_protocol
 from fpgaas.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,9 @@ def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> Non
     app = create_app(settings)
     grpc_front = None
     if settings.grpc_port:
-        grpc_front = GrpcFront(settings, app.state, app.state.metrics, graceful_shutdown_s(settings))
+        grpc_front = GrpcFront(
+            settings, app.state, app.state.metrics, graceful_shutdown_s(settings), drain_s=DRAIN_GRACE_S
+        )
     server = Server(uvicorn_config(settings, app), grpc_front=grpc_front)
     server.run(sockets=sockets)
     if server.grpc_failed:

@@ -9,8 +9,11 @@ RESOURCE_EXHAUSTED from grpc itself). SO_REUSEPORT is off, so a second server on
 fails to start instead of silently sharing its connections.
 
 Lifetime: `start()` once the app's lifespan has loaded the models (`fpgaas.service.server`
-does it); `stop()` at SIGTERM: health turns NOT_SERVING, new RPCs are refused, and RPCs in
-progress get `grace_s` to finish, before the dataplane drains and closes.
+does it); `stop()` at SIGTERM: health turns NOT_SERVING at once, RPCs are still taken for
+`drain_s` (a call whose bytes were on the wire at the signal would otherwise be cancelled
+before it is read: grpc cancels a call that has not reached its handler when the server stops,
+and a client does not retry CANCELLED), then new RPCs are refused and those in progress get
+`grace_s` to finish, before the dataplane drains and closes.
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class GrpcFront:
     """The gRPC server; see the module docstring. Use from the event loop."""
 
-    def __init__(self, settings: Settings, state: object, metrics: ServiceMetrics, grace_s: float) -> None:
+    def __init__(
+        self, settings: Settings, state: object, metrics: ServiceMetrics, grace_s: float, drain_s: float = 0.0
+    ) -> None:
         self._settings = settings
         self._state = state  # the app's state: `dataplane` is set by the lifespan
-        self._grace_s = grace_s
+        self._grace_s = grace_s  # seconds RPCs in progress get once new ones are refused
+        self._drain_s = drain_s  # seconds RPCs are still taken after `stop` begins
         self._servicer = InferenceServicer(state, settings, metrics)
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -74,7 +80,8 @@ class GrpcFront:
         log.info("gRPC (KServe v2 / Triton) on %s", address)
 
     async def stop(self) -> None:
-        """Refuse new RPCs, give those in progress `grace_s`, then close; idempotent."""
+        """Report NOT_SERVING, take RPCs for `drain_s` more, then refuse new ones, give those in
+        progress `grace_s`, and close; idempotent."""
         if self._stopping is None:
             self._stopping = asyncio.get_running_loop().create_task(self._stop())
         await asyncio.shield(self._stopping)
@@ -86,6 +93,7 @@ class GrpcFront:
                 await self._watcher
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
+            await asyncio.sleep(self._drain_s)
             await self._server.stop(self._grace_s)
         log.info("gRPC server stopped")
 

@@ -34,14 +34,14 @@ def rows_accepted_and_queued(url: str) -> tuple[float, float]:
     return answered + queued, queued
 
 
-async def until_accepted(url: str, rows: float, timeout_s: float = 30.0) -> float:
+async def until_accepted(url: str, rows: float, *, rows_only: bool = False, timeout_s: float = 30.0) -> float:
     """Wait until the server has accepted `rows` rows since it started; return the rows it then
-    still had queued."""
+    still had queued (with `rows_only`, the rows it had accepted)."""
     deadline = time.monotonic() + timeout_s
     while True:
         accepted, queued = await asyncio.to_thread(rows_accepted_and_queued, url)
         if accepted >= rows:
-            return queued
+            return accepted if rows_only else queued
         assert time.monotonic() < deadline, f"the server accepted {accepted} of {rows} rows"
         await asyncio.sleep(0.002)
 
@@ -79,3 +79,30 @@ def test_sigterm_answers_every_accepted_call(grpc_repo: Path) -> None:
         except grpc.FutureTimeoutError:
             connected = False
     assert not connected  # nothing listens on the gRPC port any more
+
+
+def test_calls_still_on_the_wire_at_sigterm_are_answered(grpc_repo: Path) -> None:
+    """A call whose bytes are still arriving when SIGTERM comes is taken and answered (health
+    already says NOT_SERVING), as an HTTP request reaching an idle connection then is."""
+    xs = [samples(50_000, seed=i) for i in range(16)]
+    with serving_process(
+        grpc=True, model_repository=grpc_repo, max_queue_rows=1 << 22, max_queue_delay_ms=60_000
+    ) as server:
+        assert server.grpc_target is not None
+        live = GrpcServer(server.url, server.grpc_target)
+        expected = [predict_route(live, x) for x in xs]
+        before, _ = rows_accepted_and_queued(server.url)
+
+        async def run() -> list[np.ndarray]:
+            async with triton_aio.InferenceServerClient(live.target) as client:
+                calls = [asyncio.ensure_future(client.infer(MODEL, [infer_input("input_1", x)])) for x in xs]
+                accepted = await until_accepted(server.url, before + 1, rows_only=True)
+                server.process.send_signal(signal.SIGTERM)
+                assert accepted < before + sum(len(x) for x in xs)  # calls were still on the wire
+                results = await asyncio.gather(*calls)
+            return [r.as_numpy("layer5_out") for r in results]
+
+        got = asyncio.run(run())
+        assert server.process.wait(timeout=60) == 0
+    for answer, want in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(answer, want)
