@@ -230,9 +230,10 @@ def _progress(p: Point, when: str) -> str:
         return f"  {p.server:16} {p.case:12} c={p.connections:<4} {when} not measured: {p.problem}"
     w = p.wrk
     batch = f" rows/call {p.counters.rows_per_call:.1f}" if p.counters and p.counters.rows_per_call else ""
+    cpu = f" cpu/request {p.server_cpu_us:.0f} µs" if p.server_cpu_us is not None else ""
     return (
         f"  {p.server:16} {p.case:12} c={p.connections:<4} {when} {w.ok_per_s:9,.0f} rps  p50 {w.p50_ms:7.3f} ms"
-        f"  p99 {w.p99_ms:7.3f} ms  errors {w.errors}{batch}"
+        f"  p99 {w.p99_ms:7.3f} ms  errors {w.errors}{cpu}{batch}"
     )
 
 

@@ -20,6 +20,7 @@ from benchmarks.httpbench.cases import GRPC_METHOD, Case, grpc_response_problem,
 from benchmarks.httpbench.h2load import h2load_command, run_h2load
 from benchmarks.httpbench.metrics import Counters, scrape
 from benchmarks.httpbench.procs import Server, pinned, tcp_counters
+from benchmarks.httpbench.threads import tree_cpu_s
 from benchmarks.httpbench.wrk import WrkError, WrkResult, run_wrk, wrk_command
 
 
@@ -64,6 +65,10 @@ class Point:
     tcp_timeouts: int | None = None
     # The p50 of every round of this point, in the order run (this point is the median one).
     round_p50_ms: tuple[float, ...] = ()
+    # The server's CPU (user + system, its child processes included) over the measured run, per
+    # response: at c=1 a server that is CPU-bound on its core answers in about this much plus
+    # the transport, so it says which server's own work a p50 ratio is made of.
+    server_cpu_us: float | None = None
 
 
 def median_round(rounds: Sequence[Point]) -> Point:
@@ -157,10 +162,12 @@ def _measured(
             time.sleep(plan.settle_s)
         before = scrape(server.url, model) if model else None
         tcp_before = tcp_counters()
+        cpu_before = tree_cpu_s(server.process.pid)
         result = load(plan.duration_s)
+        cpu_s = tree_cpu_s(server.process.pid) - cpu_before
         tcp_after = tcp_counters()
         counters = scrape(server.url, model).minus(before) if model and before else None
-    except (WrkError, httpx.HTTPError) as exc:
+    except (WrkError, httpx.HTTPError, ProcessLookupError) as exc:
         return Point(server.name, case.name, connections, problem=str(exc).splitlines()[0][:300])
     tcp = (
         {k: tcp_after[k] - tcp_before[k] for k in tcp_after.keys() & tcp_before.keys()}
@@ -176,6 +183,7 @@ def _measured(
         tcp_retransmits=tcp.get("RetransSegs"),
         tcp_resets=tcp.get("EstabResets"),
         tcp_timeouts=tcp.get("TCPTimeouts"),
+        server_cpu_us=cpu_s * 1e6 / result.requests if result.requests > 0 else None,
     )
 
 

@@ -77,15 +77,15 @@ def case_table(run: Run, case: Case) -> list[str]:
     lines = [
         f"### {case.label} (`{case.name}`)",
         "",
-        "| server | c | rps (2xx/s) | p50 ms | p99 ms | errors | rows/device call | device µs/call | TCP retrans. "
-        "| p50 ms of each round |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | c | rps (2xx/s) | p50 ms | p99 ms | errors | server CPU µs/request | rows/device call "
+        "| device µs/call | TCP retrans. | p50 ms of each round |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in run.points:
         if p.case != case.name:
             continue
         if p.wrk is None:
-            lines.append(f"| {p.server} | {p.connections} | not measured: {p.problem} | | | | | | | |")
+            lines.append(f"| {p.server} | {p.connections} | not measured: {p.problem} | | | | | | | | |")
             continue
         w, k = p.wrk, p.counters
         errors = f"{w.errors:,}" + (
@@ -93,7 +93,7 @@ def case_table(run: Run, case: Case) -> list[str]:
         )
         lines.append(
             f"| {p.server} | {p.connections} | {w.ok_per_s:,.0f} | {w.p50_ms:.3f} | {w.p99_ms:.3f} | {errors} "
-            f"| {_f(k.rows_per_call if k else None, 1)} | {_f(k.device_us_per_call if k else None, 1)} "
+            f"| {_f(p.server_cpu_us, 0)} | {_f(k.rows_per_call if k else None, 1)} | {_f(k.device_us_per_call if k else None, 1)} "
             f"| {'-' if p.tcp_retransmits is None else f'{p.tcp_retransmits:,}'} "
             f"| {' / '.join(f'{v:.3f}' for v in p.round_p50_ms) or '-'} |"
         )
@@ -205,7 +205,8 @@ def markdown(run: Run, targets: Sequence[Target]) -> str:
         "wrk's latency percentiles; errors are non-2xx/3xx responses plus socket errors (connect, read, write,",
         "timeout). For fpgaas, rows/device call is Δ`fpgaas_batch_size_sum` / Δ`fpgaas_batch_size_count` and",
         'device µs/call is Δ`fpgaas_device_stage_seconds_sum` (three stages) / Δ`_count{stage="kernel"}`, both',
-        "over the measured run. TCP retrans. is the machine's count of retransmitted TCP segments during the",
+        "over the measured run. Server CPU µs/request is the server process's CPU time (user + system, its",
+        "child processes included, /proc) over the measured run, per response. TCP retrans. is the machine's count of retransmitted TCP segments during the",
         "measured run (/proc/net/snmp, other users' traffic included). Most are tail-loss probes, spurious on a",
         "saturated core (the data had arrived) and free; the few sent on a retransmission timeout stall a",
         "request by at least 200 ms on loopback, and the notes count them.",

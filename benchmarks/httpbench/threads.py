@@ -1,4 +1,4 @@
-"""CPU time of a server process, thread by thread, from /proc (Linux).
+"""CPU time of a server process, thread by thread or with its child processes, from /proc (Linux).
 
 A latency says how long a call took; the CPU a server spends per call, and on which thread,
 says where that time went: on the event loop (the thread whose id is the process id), or on
@@ -13,6 +13,39 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(stat: str) -> list[str]:
+    """The fields of a /proc stat line after comm (field 2, in parentheses, may hold spaces):
+    [0] is field 3 (state), [1] the parent pid, [11] and [12] utime and stime in ticks."""
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` and its live descendants (a server's body
+    parser processes, say), every thread of each, those that ended included. A descendant that
+    ended is not counted: a server's helpers live as long as it does."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat_fields((entry / "stat").read_text())
+        except OSError:  # it exited while /proc was read
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    if pid not in ticks:
+        raise ProcessLookupError(f"no process {pid}")
+    total = 0
+    for p in ticks:
+        q = p
+        while q not in (pid, 0, 1) and q in parent:
+            q = parent[q]
+        if q == pid:
+            total += ticks[p]
+    return total * _TICK_S
 
 
 @dataclass(frozen=True)
@@ -33,9 +66,8 @@ class ThreadCpu:
                 stat = (task / "stat").read_text()
             except OSError:
                 continue
-            # comm (field 2) is in parentheses and may hold spaces; utime, stime are fields 14, 15.
             name = stat[stat.index("(") + 1 : stat.rindex(")")]
-            fields = stat[stat.rindex(")") + 2 :].split()
+            fields = _stat_fields(stat)
             tid = int(task.name)
             seconds[tid] = (int(fields[11]) + int(fields[12])) * _TICK_S
             names[tid] = name

@@ -18,10 +18,11 @@ import pytest
 from benchmarks.httpbench.cases import GRPC_METHOD, N_INPUTS, inputs, is_grpc, make_cases, response_problem
 from benchmarks.httpbench.environment import notes
 from benchmarks.httpbench.h2load import H2LOAD, grpc_frame, h2load_command, parse_log, run_h2load
-from benchmarks.httpbench.measure import LoadPlan, Point, median_round
+from benchmarks.httpbench.measure import LoadPlan, Point, measure_point, median_round
 from benchmarks.httpbench.metrics import parse_counters
 from benchmarks.httpbench.procs import Cores, Server, free_port, listening_addresses, running, tcp_counters
-from benchmarks.httpbench.servers import KSERVE_VENV, PEERS
+from benchmarks.httpbench.servers import BARE, FPGAAS, KSERVE_VENV, PEERS
+from benchmarks.httpbench.targets import latency_targets
 from benchmarks.httpbench.wrk import WrkError, lua_script, parse_wrk, run_wrk, wrk_command
 from benchmarks.peers.network import muon_network
 
@@ -272,6 +273,36 @@ def test_wrk_posts_a_binary_body_from_its_lua_script(bare: Server, tmp_path: Pat
     result = run_wrk(wrk_command(bare.url + case.path, script, 2, 1, 5), wall_timeout_s=30)
     assert result.requests > 0
     assert result.errors == 0  # a wrong body would get 400s, counted as non-2xx
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+def test_a_point_carries_the_servers_cpu_per_response(bare: Server, tmp_path: Path) -> None:
+    case = make_cases("inputs")["json"]
+    body = tmp_path / "body"
+    body.write_bytes(case.body)
+    script = tmp_path / "case.lua"
+    script.write_text(lua_script(body, case.content_type))
+    point = measure_point(
+        bare, case, script, 1, LoadPlan(warmup_s=0, duration_s=1, load_core=Cores.pick().load), None
+    )
+    assert point.wrk is not None and point.wrk.requests > 0, point.problem
+    # Each answer costs the server some CPU, and far less than the run's whole second over all of them.
+    assert point.server_cpu_us is not None
+    assert 0 < point.server_cpu_us < 1e6 / point.wrk.requests * 2
+
+
+def test_the_c1_target_against_bare_gives_both_servers_cpu_per_request() -> None:
+    run = parse_wrk(WRK_MIXED_UNITS)
+    ours = Point(FPGAAS, "json", 1, replace(run, p50_ms=0.40), server_cpu_us=310.0)
+    theirs = Point(BARE, "json", 1, replace(run, p50_ms=0.30), server_cpu_us=248.0)
+    target = latency_targets({(p.server, p.case, 1): p for p in (ours, theirs)})[0]
+    assert target.passed is False
+    assert target.measured == "1.33x (0.400 vs 0.300); server CPU per request 1.25x (310 vs 248 µs)"
+    # Without the CPU figures the target reads as before.
+    bare_only = latency_targets(
+        {(p.server, p.case, 1): replace(p, server_cpu_us=None) for p in (ours, theirs)}
+    )
+    assert bare_only[0].measured == "1.33x (0.400 vs 0.300)"
 
 
 @pytest.mark.skipif(

@@ -1,15 +1,18 @@
 """Per-thread CPU accounting (`benchmarks/httpbench/threads.py`): a busy helper thread's CPU is
-charged to "other threads", the calling thread's to the main one, and per call."""
+charged to "other threads", the calling thread's to the main one, and per call; a process's
+CPU with its descendants counts a grandchild's."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from benchmarks.httpbench.threads import ThreadCpu, cpu_per_call
+from benchmarks.httpbench.threads import ThreadCpu, cpu_per_call, tree_cpu_s
 
 
 def _spin(seconds: float) -> None:
@@ -60,3 +63,35 @@ def test_no_calls_is_refused() -> None:
     snapshot = ThreadCpu.read(os.getpid())
     with pytest.raises(ValueError, match="positive"):
         cpu_per_call(snapshot, snapshot, 0)
+
+
+_GRANDCHILD = """
+import subprocess, sys, time
+spin = "import time\\nend = time.process_time() + 0.4\\nwhile time.process_time() < end: pass\\nprint('spun', flush=True)\\ninput()"
+child = subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline() == "spun\\n"
+print(child.pid, flush=True)
+input()
+"""
+
+
+def test_a_process_tree_counts_the_cpu_of_a_grandchild_still_alive() -> None:
+    # This test's process starts a child, which starts a grandchild that spins 0.4 s of CPU and
+    # then waits: the child's tree holds the grandchild's 0.4 s; its own CPU is only its start-up.
+    child = subprocess.Popen(
+        [sys.executable, "-c", _GRANDCHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        grandchild = int(child.stdout.readline())
+        tree, grandchild_alone = tree_cpu_s(child.pid), tree_cpu_s(grandchild)
+        assert grandchild_alone == pytest.approx(0.4, abs=0.1)
+        assert tree >= grandchild_alone
+        assert tree_cpu_s(os.getpid()) >= tree  # this process's tree holds both
+    finally:
+        child.communicate("\n", timeout=30)
+
+
+def test_a_process_that_is_not_there_is_refused() -> None:
+    with pytest.raises(ProcessLookupError):
+        tree_cpu_s(2**22 + 1)  # above pid_max's default ceiling
