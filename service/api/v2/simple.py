@@ -14,7 +14,6 @@ Pure functions; thread-safe.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +25,15 @@ _REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 _FLOAT32_MAX_SQUARED = float(np.finfo(np.float32).max) ** 2
 # 19 digits in a row may be an integer beyond 64 bits: orjson reads it as a float, pydantic (the
-# general path) as an int it then refuses. Such bodies go the general way.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# general path) as an int it then refuses. Such bodies go the general way. The body is mapped
+# byte for byte (every ASCII digit to "0", any other byte to "."), where such a run is a plain
+# substring: 0.7 µs on a 300-byte body, against 5 µs for the regex \d{19}.
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
+_LONG_DIGITS = b"0" * 19
+
+
+def _has_long_digits(body: bytes) -> bool:
+    return _LONG_DIGITS in body.translate(_DIGITS_AS_ZEROS)
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class SimpleRequest:
 
 def simple_rows(body: bytes, model: ModelHandle) -> SimpleRequest | None:
     """The request's rows when it is in the common form for `model` and valid, else None."""
-    if len(model.inputs) != 1 or b"true" in body or b"false" in body or _LONG_DIGITS.search(body):
+    if len(model.inputs) != 1 or b"true" in body or b"false" in body or _has_long_digits(body):
         return None  # several inputs to lay side by side, booleans or huge integers: the general path
     try:
         doc = orjson.loads(body)

@@ -147,6 +147,30 @@ async def test_every_other_request_is_left_to_the_general_path(
 
 
 @pytest.mark.asyncio
+async def test_a_run_of_19_digits_anywhere_leaves_the_body_to_the_general_path(
+    served: tuple[ModelHandle, httpx.AsyncClient],
+) -> None:
+    # 19 digits in a row may be an integer beyond 64 bits, which orjson and pydantic read
+    # differently; 18 cannot. Where the run is (an integer value, a fraction, inside the id
+    # string between non-ASCII letters) does not matter: the check reads bytes, not JSON.
+    model, _ = served
+    body = encode(common(model, 2))
+    first = body.index(b"[", body.index(b'"data"')) + 1
+    first_end = body.index(b",", first)
+    last_end = body.index(b"]", first)
+    last = body.rindex(b", ", 0, last_end) + 2
+    for digits in (18, 19, 25):
+        run = b"1" * digits
+        variants = {
+            "an integer value": body[:first] + run + body[first_end:],
+            "a fraction": body[:last] + b"0." + run + body[last_end:],
+            "the id": json.dumps(common(model, 2, id="é" + "7" * digits + "é"), ensure_ascii=False).encode(),
+        }
+        for where, variant in variants.items():
+            assert (simple_rows(variant, model) is None) is (digits >= 19), (digits, where)
+
+
+@pytest.mark.asyncio
 async def test_the_one_pass_answer_is_byte_for_byte_the_general_paths(
     served: tuple[ModelHandle, httpx.AsyncClient],
 ) -> None:
