@@ -15,7 +15,15 @@ import httpx
 import numpy as np
 import pytest
 
-from benchmarks.httpbench.cases import GRPC_METHOD, N_INPUTS, inputs, is_grpc, make_cases, response_problem
+from benchmarks.httpbench.cases import (
+    GRPC_METHOD,
+    N_INPUTS,
+    Case,
+    inputs,
+    is_grpc,
+    make_cases,
+    response_problem,
+)
 from benchmarks.httpbench.environment import notes
 from benchmarks.httpbench.h2load import H2LOAD, grpc_frame, h2load_command, parse_log, run_h2load
 from benchmarks.httpbench.measure import LoadPlan, Point, measure_point, median_round
@@ -263,13 +271,19 @@ def test_grpc_cases_are_model_infer_requests_with_raw_rows() -> None:
         np.testing.assert_array_equal(x, inputs(rows, 0 if rows == 1 else 1).astype(np.float32))
 
 
+def _case_script(name: str, work: Path) -> tuple[Case, Path]:
+    """The benchmark case `name` and a wrk script in `work` that sends it."""
+    case = make_cases("inputs")[name]
+    body = work / "body"
+    body.write_bytes(case.body)
+    script = work / "case.lua"
+    script.write_text(lua_script(body, case.content_type))
+    return case, script
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
 def test_wrk_posts_a_binary_body_from_its_lua_script(bare: Server, tmp_path: Path) -> None:
-    case = make_cases("inputs")["binary-1024"]
-    body = tmp_path / "body"
-    body.write_bytes(case.body)
-    script = tmp_path / "case.lua"
-    script.write_text(lua_script(body, case.content_type))
+    case, script = _case_script("binary-1024", tmp_path)
     result = run_wrk(wrk_command(bare.url + case.path, script, 2, 1, 5), wall_timeout_s=30)
     assert result.requests > 0
     assert result.errors == 0  # a wrong body would get 400s, counted as non-2xx
@@ -277,11 +291,7 @@ def test_wrk_posts_a_binary_body_from_its_lua_script(bare: Server, tmp_path: Pat
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
 def test_a_point_carries_the_servers_cpu_per_response(bare: Server, tmp_path: Path) -> None:
-    case = make_cases("inputs")["json"]
-    body = tmp_path / "body"
-    body.write_bytes(case.body)
-    script = tmp_path / "case.lua"
-    script.write_text(lua_script(body, case.content_type))
+    case, script = _case_script("json", tmp_path)
     point = measure_point(
         bare, case, script, 1, LoadPlan(warmup_s=0, duration_s=1, load_core=Cores.pick().load), None
     )

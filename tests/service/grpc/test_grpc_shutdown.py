@@ -1,15 +1,16 @@
 """SIGTERM with gRPC calls in flight: the gRPC front drains as HTTP does. Every call the server
-had accepted is answered correctly, the process exits 0, and the port refuses calls afterwards.
+had accepted, and every call still on the wire at the signal, is answered correctly, the process
+exits 0, and the port refuses calls afterwards.
 
-The signal goes only once the server's own metrics show every call's rows accepted (queued or
-answered) and rows still queued: a fixed sleep cannot tell a call still on the wire, which the
-server never accepted and may refuse, from one it must answer."""
+The signal goes when the server's own metrics say (rows accepted, queued or answered), not after
+a fixed sleep, which cannot tell where the calls are."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -19,7 +20,7 @@ import tritonclient.grpc.aio as triton_aio
 from grpc_live import MODEL, GrpcServer, infer_input, predict_route, samples
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures.servers import serving_process
+from tests.fixtures.servers import ServerProcess, serving_process
 
 
 def rows_accepted_and_queued(url: str) -> tuple[float, float]:
@@ -46,10 +47,15 @@ async def until_accepted(url: str, rows: float, *, rows_only: bool = False, time
         await asyncio.sleep(0.002)
 
 
-def test_sigterm_answers_every_accepted_call(grpc_repo: Path) -> None:
-    # 12 calls of 2.4 MB (under gRPC's 4 MB limit): far more device work than the scrapes take.
-    xs = [samples(100_000, seed=i) for i in range(12)]
-    # A budget that admits every call: this test is about the drain, not about shedding.
+Signal = Callable[[ServerProcess, float, float, list[asyncio.Future[object]]], Awaitable[None]]
+
+
+def calls_across_sigterm(grpc_repo: Path, xs: list[np.ndarray], signal_when: Signal) -> GrpcServer:
+    """Send each of `xs` as a gRPC call at once; `signal_when(server, before, rows, calls)` sends
+    the SIGTERM when its moment comes (`before`: rows the server had accepted before the calls,
+    `rows`: theirs) and asserts what held then. Every call must come back with the /predict
+    route's answer, and the server exit 0. Returns the stopped server's addresses."""
+    # A budget that admits every call: these tests are about the drain, not about shedding.
     with serving_process(
         grpc=True, model_repository=grpc_repo, max_queue_rows=1 << 22, max_queue_delay_ms=60_000
     ) as server:
@@ -61,10 +67,7 @@ def test_sigterm_answers_every_accepted_call(grpc_repo: Path) -> None:
         async def run() -> list[np.ndarray]:
             async with triton_aio.InferenceServerClient(live.target) as client:
                 calls = [asyncio.ensure_future(client.infer(MODEL, [infer_input("input_1", x)])) for x in xs]
-                still_queued = await until_accepted(server.url, before + sum(len(x) for x in xs))
-                server.process.send_signal(signal.SIGTERM)
-                assert still_queued > 0  # the server had work left at SIGTERM
-                assert not all(c.done() for c in calls)  # and the calls were still in progress
+                await signal_when(server, before, sum(len(x) for x in xs), calls)
                 results = await asyncio.gather(*calls)
             return [r.as_numpy("layer5_out") for r in results]
 
@@ -72,6 +75,21 @@ def test_sigterm_answers_every_accepted_call(grpc_repo: Path) -> None:
         assert server.process.wait(timeout=60) == 0
     for answer, want in zip(got, expected, strict=True):
         np.testing.assert_array_equal(answer, want)
+    return live
+
+
+def test_sigterm_answers_every_accepted_call(grpc_repo: Path) -> None:
+    async def once_all_accepted_and_some_queued(
+        server: ServerProcess, before: float, rows: float, calls: list[asyncio.Future[object]]
+    ) -> None:
+        still_queued = await until_accepted(server.url, before + rows)
+        server.process.send_signal(signal.SIGTERM)
+        assert still_queued > 0  # the server had work left at SIGTERM
+        assert not all(c.done() for c in calls)  # and the calls were still in progress
+
+    # 12 calls of 2.4 MB (under gRPC's 4 MB limit): far more device work than the scrapes take.
+    xs = [samples(100_000, seed=i) for i in range(12)]
+    live = calls_across_sigterm(grpc_repo, xs, once_all_accepted_and_some_queued)
     with grpc.insecure_channel(live.target) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=1.0)
@@ -84,25 +102,14 @@ def test_sigterm_answers_every_accepted_call(grpc_repo: Path) -> None:
 def test_calls_still_on_the_wire_at_sigterm_are_answered(grpc_repo: Path) -> None:
     """A call whose bytes are still arriving when SIGTERM comes is taken and answered (health
     already says NOT_SERVING), as an HTTP request reaching an idle connection then is."""
-    xs = [samples(50_000, seed=i) for i in range(16)]
-    with serving_process(
-        grpc=True, model_repository=grpc_repo, max_queue_rows=1 << 22, max_queue_delay_ms=60_000
-    ) as server:
-        assert server.grpc_target is not None
-        live = GrpcServer(server.url, server.grpc_target)
-        expected = [predict_route(live, x) for x in xs]
-        before, _ = rows_accepted_and_queued(server.url)
 
-        async def run() -> list[np.ndarray]:
-            async with triton_aio.InferenceServerClient(live.target) as client:
-                calls = [asyncio.ensure_future(client.infer(MODEL, [infer_input("input_1", x)])) for x in xs]
-                accepted = await until_accepted(server.url, before + 1, rows_only=True)
-                server.process.send_signal(signal.SIGTERM)
-                assert accepted < before + sum(len(x) for x in xs)  # calls were still on the wire
-                results = await asyncio.gather(*calls)
-            return [r.as_numpy("layer5_out") for r in results]
+    async def once_the_first_rows_are_accepted(
+        server: ServerProcess, before: float, rows: float, calls: list[asyncio.Future[object]]
+    ) -> None:
+        accepted = await until_accepted(server.url, before + 1, rows_only=True)
+        server.process.send_signal(signal.SIGTERM)
+        assert accepted < before + rows  # calls were still on the wire
 
-        got = asyncio.run(run())
-        assert server.process.wait(timeout=60) == 0
-    for answer, want in zip(got, expected, strict=True):
-        np.testing.assert_array_equal(answer, want)
+    calls_across_sigterm(
+        grpc_repo, [samples(50_000, seed=i) for i in range(16)], once_the_first_rows_are_accepted
+    )
