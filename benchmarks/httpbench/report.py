@@ -93,7 +93,8 @@ def case_table(run: Run, case: Case) -> list[str]:
         )
         lines.append(
             f"| {p.server} | {p.connections} | {w.ok_per_s:,.0f} | {w.p50_ms:.3f} | {w.p99_ms:.3f} | {errors} "
-            f"| {_f(p.server_cpu_us, 0)} | {_f(k.rows_per_call if k else None, 1)} | {_f(k.device_us_per_call if k else None, 1)} "
+            f"| {_f(p.server_cpu_us, 0)} | {_f(k.rows_per_call if k else None, 1)} "
+            f"| {_f(k.device_us_per_call if k else None, 1)} "
             f"| {'-' if p.tcp_retransmits is None else f'{p.tcp_retransmits:,}'} "
             f"| {' / '.join(f'{v:.3f}' for v in p.round_p50_ms) or '-'} |"
         )
@@ -206,10 +207,11 @@ def markdown(run: Run, targets: Sequence[Target]) -> str:
         "timeout). For fpgaas, rows/device call is Δ`fpgaas_batch_size_sum` / Δ`fpgaas_batch_size_count` and",
         'device µs/call is Δ`fpgaas_device_stage_seconds_sum` (three stages) / Δ`_count{stage="kernel"}`, both',
         "over the measured run. Server CPU µs/request is the server process's CPU time (user + system, its",
-        "child processes included, /proc) over the measured run, per response. TCP retrans. is the machine's count of retransmitted TCP segments during the",
-        "measured run (/proc/net/snmp, other users' traffic included). Most are tail-loss probes, spurious on a",
-        "saturated core (the data had arrived) and free; the few sent on a retransmission timeout stall a",
-        "request by at least 200 ms on loopback, and the notes count them.",
+        "child processes included, /proc) over the measured run, per response. TCP retrans. is the machine's",
+        "count of retransmitted TCP segments during the measured run (/proc/net/snmp, other users' traffic",
+        "included). Most are tail-loss probes, spurious on a saturated core (the data had arrived) and free; the",
+        "few sent on a retransmission timeout stall a request by at least 200 ms on loopback, and the notes",
+        "count them.",
         "",
         "![p50 and p99 latency against throughput](http.png)",
         "",

@@ -65,9 +65,19 @@ def test_no_calls_is_refused() -> None:
         cpu_per_call(snapshot, snapshot, 0)
 
 
-_GRANDCHILD = """
-import subprocess, sys, time
-spin = "import time\\nend = time.process_time() + 0.4\\nwhile time.process_time() < end: pass\\nprint('spun', flush=True)\\ninput()"
+# The grandchild: spins 0.4 s of CPU, says so, and waits for its stdin to close.
+_SPIN = """
+import time
+end = time.process_time() + 0.4
+while time.process_time() < end:
+    pass
+print("spun", flush=True)
+input()
+"""
+# The child: starts the grandchild, prints its pid once it has spun, and waits likewise.
+_GRANDCHILD = f"""
+import subprocess, sys
+spin = {_SPIN!r}
 child = subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 assert child.stdout.readline() == "spun\\n"
 print(child.pid, flush=True)
