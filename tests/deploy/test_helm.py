@@ -236,6 +236,7 @@ def test_incomplete_configurations_are_refused_with_the_reason(
         {"server": {"device": "cuda"}},
         {"worker": {"extraEnv": [{"name": "FPGAAS_ADMIN_TOKEN", "value": "x"}]}},
         {"serverr": {}},
+        {"server": {"preStopSleepSeconds": -1}},
     ],
 )
 def test_values_schema_refuses_bad_values(bad: dict[str, Any], keys: dict[str, str]) -> None:
@@ -291,6 +292,21 @@ def test_server_ports_probes_and_scrape_annotations(rendered: dict[str, list[dic
     # the server gets the public key only, the worker the private key only
     [signing] = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "signing"]
     assert signing["secret"]["items"] == [{"key": "signing.pub", "path": "signing.pub"}]
+
+
+def test_a_stopping_server_pod_keeps_serving_while_its_endpoints_go(
+    rendered: dict[str, list[dict[str, Any]]], keys: dict[str, str]
+) -> None:
+    # The preStop sleep delays the SIGTERM, and the grace period grows by it so that the server
+    # still gets its own 30 s to drain afterwards.
+    pod = named(rendered["emulated"], "Deployment", "-server")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert pod["terminationGracePeriodSeconds"] == 35
+    values = value_sets(keys)["emulated"]
+    values["server"] = {**values.get("server", {}), "preStopSleepSeconds": 0}
+    pod = named(render(values), "Deployment", "-server")["spec"]["template"]["spec"]
+    assert "lifecycle" not in pod["containers"][0]
+    assert pod["terminationGracePeriodSeconds"] == 30
 
 
 def test_workers_share_the_artifact_volume_and_the_bundled_database(
