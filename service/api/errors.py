@@ -35,9 +35,13 @@ from google.rpc import error_details_pb2, status_pb2
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fpgaas.kernels.errors import FpgaasError, NotReady, Overloaded, PayloadTooLarge
+from fpgaas.service.log_limit import LimitedLog
 from fpgaas.service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
+# Server-side refusals and faults (503 overloaded, not ready, device errors): one line per kind
+# per 10 s, since a shedding server refuses thousands a second (each is counted in the metrics).
+_refusals = LimitedLog(log)
 
 # Refusals that protect the server, counted apart from other errors.
 _REJECTIONS = (Overloaded, PayloadTooLarge, NotReady)
@@ -149,7 +153,9 @@ def count(metrics: ServiceMetrics, model: str, answer: ErrorAnswer) -> None:
     if answer.rejection:
         metrics.rejected.labels(model, answer.code).inc()
     if answer.status >= 500 and answer.code != "internal":
-        log.warning("-> %d %s: %s", answer.status, answer.code, answer.message)
+        _refusals.warning(
+            (answer.status, answer.code, model), "-> %d %s: %s", answer.status, answer.code, answer.message
+        )
 
 
 def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:

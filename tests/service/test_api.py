@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import shutil
 import time
@@ -18,6 +19,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fpgaas.service.api import errors
+from fpgaas.service.log_limit import LimitedLog
 from fpgaas.service.settings import Settings
 
 N_INPUTS = 6  # the tiny model of conftest.py: 6 inputs -> 2 outputs
@@ -354,6 +357,46 @@ async def test_a_full_queue_answers_503_with_retry_after(app_factory, one_model_
         np.asarray(r_first.json()["outputs"], dtype=np.float32), reference(first_rows)
     )
     np.testing.assert_array_equal(np.asarray(r_last.json()["outputs"], dtype=np.float32), reference(last))
+
+
+async def test_a_storm_of_refusals_is_counted_each_and_logged_once(
+    app_factory, one_model_repo, reference, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The process-wide limiter may have logged a refusal of this kind in an earlier test: a fresh one.
+    monkeypatch.setattr(errors, "_refusals", LimitedLog(errors.log))
+    caplog.set_level(logging.WARNING, errors.log.name)
+    _app, client = await app_factory(
+        Settings(model_repository=one_model_repo, max_batch=16, max_queue_rows=16, max_delay_us=10_000_000)
+    )
+    first_rows = rows(10, 1)
+    first = asyncio.create_task(
+        client.post("/predict", json={"model": "tiny", "inputs": first_rows.tolist()})
+    )
+    deadline = time.monotonic() + 5
+    while (
+        sample(
+            (await client.get("/metrics")).text,
+            "fpgaas_queue_rows",
+            {"model": "tiny", "device": "emulated-0"},
+        )
+        != 10
+    ):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+
+    for i in range(25):
+        refused = await client.post("/predict", json={"model": "tiny", "inputs": rows(10, 2 + i).tolist()})
+        assert_error(refused, 503, "overloaded", None)
+    text = (await client.get("/metrics")).text
+    assert sample(text, "fpgaas_rejected_requests_total", {"model": "tiny", "reason": "overloaded"}) == 25
+    logged = [r.getMessage() for r in caplog.records if r.name == errors.log.name]
+    assert len(logged) == 1 and logged[0].startswith("-> 503 overloaded: model tiny has 10 rows queued")
+
+    last = rows(6, 99)  # fills the batch: the queued request is answered, nothing was lost
+    await client.post("/predict", json={"model": "tiny", "inputs": last.tolist()})
+    np.testing.assert_array_equal(
+        np.asarray((await first).json()["outputs"], dtype=np.float32), reference(first_rows)
+    )
 
 
 async def test_openapi_documents_the_routes(app_factory, one_model_repo) -> None:

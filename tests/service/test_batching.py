@@ -62,6 +62,26 @@ class PoisonedKernel:
         self.real.close()
 
 
+class SlowKernel:
+    """Test device at the edge: the real emulated kernel on a card whose every call takes
+    `seconds` more (a long pipeline or a slow link), run on the batcher's worker thread."""
+
+    def __init__(self, real: LoadedKernel, seconds: float) -> None:
+        self.real = real
+        self.seconds = seconds
+
+    @property
+    def max_batch(self) -> int:
+        return self.real.max_batch
+
+    def run_into(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
+        time.sleep(self.seconds)
+        return self.real.run_into(x, out)
+
+    def close(self) -> None:
+        self.real.close()
+
+
 @pytest.fixture
 def device() -> Iterator[EmulatedDevice]:
     dev = EmulatedDevice()
@@ -88,11 +108,17 @@ async def make_batcher(
         max_delay_s: float,
         max_queue_rows: int = 1 << 16,
         wrap: Callable[[LoadedKernel], LoadedKernel] | None = None,
+        max_queue_delay_s: float = math.inf,
     ) -> Batcher:
         kernel: LoadedKernel = device.load(tiny_artifact, max_batch)
         if wrap is not None:
             kernel = wrap(kernel)
-        policy = BatchPolicy(max_delay_s=max_delay_s, max_queue_rows=max_queue_rows, device_timeout_s=10.0)
+        policy = BatchPolicy(
+            max_delay_s=max_delay_s,
+            max_queue_rows=max_queue_rows,
+            device_timeout_s=10.0,
+            max_queue_delay_s=max_queue_delay_s,
+        )
         batcher = Batcher(
             kernel,
             model="tiny",
@@ -233,6 +259,34 @@ async def test_a_full_queue_refuses_with_overloaded_and_a_retry_hint(make_batche
     np.testing.assert_array_equal(await first, reference(rows(10, 1)))
     np.testing.assert_array_equal(y_last, reference(last))
     assert batcher.accepted_rows == 0
+
+
+async def test_a_request_whose_expected_wait_exceeds_the_budget_is_refused_and_the_rest_served(
+    make_batcher, reference
+) -> None:
+    # Calls of >= 10 ms, 8 rows each, a 100 ms budget. The margins are wide on purpose: the
+    # admitted requests would need calls of 50 ms to be refused, the refused one calls under 5 ms.
+    batcher = await make_batcher(
+        max_batch=8, max_delay_s=0.0, max_queue_delay_s=0.1, wrap=lambda k: SlowKernel(k, 0.01)
+    )
+    first, second = rows(8, 1), rows(8, 2)
+    answers = [batcher.enqueue(first), batcher.enqueue(second)]  # 2 calls ahead: ~20 ms
+    big = rows(160, 3)  # 22 calls with the 16 rows ahead: >= 220 ms
+    with pytest.raises(Overloaded) as refused:
+        batcher.enqueue(big)
+    assert refused.value.status_code == 503
+    assert "over the queue budget of 100 ms" in refused.value.message
+    assert refused.value.retry_after_s >= 0.22  # come back when the queue ahead has drained
+    third = rows(8, 4)  # refusal is per request: one that fits is still taken
+    answers.append(batcher.enqueue(third))
+    assert batcher.accepted_rows == 24
+
+    for x, answer in zip((first, second, third), answers, strict=True):
+        np.testing.assert_array_equal(await answer, reference(x))
+    assert batcher.accepted_rows == 0
+    # With nothing ahead the same request is taken, though its own calls exceed the budget:
+    # refusing it would refuse it forever (PayloadTooLarge is the row bound's job).
+    np.testing.assert_array_equal(await batcher.submit(big), reference(big))
 
 
 @pytest.mark.parametrize("foreign", [False, True], ids=["device-error", "foreign-exception"])
