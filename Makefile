@@ -63,6 +63,7 @@ bench: install model
 	$(BIN)/python benchmarks/bench_pynq_stages.py
 	$(BIN)/python benchmarks/bench_http.py
 	$(BIN)/python benchmarks/bench_large_body.py
+	$(BIN)/python benchmarks/bench_overload.py
 	$(BIN)/python benchmarks/bench_card_pipeline.py --artifact $(REPOSITORY)/$(MODEL_NAME)/1
 
 # The source paper's Fig. 1 (per-stage latency, PYNQ path vs XRT path, on emulated cards) and
