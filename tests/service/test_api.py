@@ -323,26 +323,24 @@ async def test_metrics_after_traffic_show_every_family_with_samples(app_factory,
     assert "# TYPE fpgaas_rejected_requests_total counter" in text
 
 
+async def queued(client: httpx.AsyncClient, inputs: np.ndarray) -> asyncio.Task[httpx.Response]:
+    """Post `inputs` to model tiny and return once its rows sit in the queue (the metric says so)."""
+    task = asyncio.create_task(client.post("/predict", json={"model": "tiny", "inputs": inputs.tolist()}))
+    deadline = time.monotonic() + 5
+    labels = {"model": "tiny", "device": "emulated-0"}
+    while sample((await client.get("/metrics")).text, "fpgaas_queue_rows", labels) != len(inputs):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+    return task
+
+
 async def test_a_full_queue_answers_503_with_retry_after(app_factory, one_model_repo, reference) -> None:
     # The 10 s delay keeps the first 10 rows queued until 16 arrive: the queue state is exact.
     _app, client = await app_factory(
         Settings(model_repository=one_model_repo, max_batch=16, max_queue_rows=16, max_delay_us=10_000_000)
     )
     first_rows = rows(10, 1)
-    first = asyncio.create_task(
-        client.post("/predict", json={"model": "tiny", "inputs": first_rows.tolist()})
-    )
-    deadline = time.monotonic() + 5
-    while (
-        sample(
-            (await client.get("/metrics")).text,
-            "fpgaas_queue_rows",
-            {"model": "tiny", "device": "emulated-0"},
-        )
-        != 10
-    ):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.005)
+    first = await queued(client, first_rows)
 
     refused = await client.post("/predict", json={"model": "tiny", "inputs": rows(10, 2).tolist()})
     assert_error(refused, 503, "overloaded", None)
@@ -369,20 +367,7 @@ async def test_a_storm_of_refusals_is_counted_each_and_logged_once(
         Settings(model_repository=one_model_repo, max_batch=16, max_queue_rows=16, max_delay_us=10_000_000)
     )
     first_rows = rows(10, 1)
-    first = asyncio.create_task(
-        client.post("/predict", json={"model": "tiny", "inputs": first_rows.tolist()})
-    )
-    deadline = time.monotonic() + 5
-    while (
-        sample(
-            (await client.get("/metrics")).text,
-            "fpgaas_queue_rows",
-            {"model": "tiny", "device": "emulated-0"},
-        )
-        != 10
-    ):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.005)
+    first = await queued(client, first_rows)
 
     for i in range(25):
         refused = await client.post("/predict", json={"model": "tiny", "inputs": rows(10, 2 + i).tolist()})
