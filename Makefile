@@ -24,7 +24,8 @@ test: install
 	$(BIN)/python -m pytest
 
 # g++ compiles the hls4ml firmware into the emulation library; PostgreSQL holds the build queue;
-# everything else comes from PyPI.
+# wrk and h2load drive the benchmarks (their tests run them against real servers); everything else
+# comes from PyPI.
 system-packages:
 	@command -v g++ >/dev/null && command -v make >/dev/null || { \
 		echo "installing g++ and make with apt-get"; \
@@ -32,6 +33,9 @@ system-packages:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 		echo "installing postgresql (the build queue's database) with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \
+		echo "installing wrk and h2load (nghttp2-client), the benchmarks' load generators, with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client; }
 
 install: system-packages $(VENV)/.installed $(KERAS3_VENV)/.installed
 
