@@ -554,9 +554,12 @@ class _Card:
             return address
 
     def _free(self, buffer: bo) -> None:
-        with self.lock:
-            if buffer._generation == self.generation:
-                self._bos.pop(id(buffer), None)
+        # Called from bo.__del__, which the garbage collector may run on any thread at any
+        # moment, also while another thread holds `lock` and waits for this one (a compute
+        # unit's thread starting inside `load` did exactly that: a deadlock). So no lock: one
+        # dict pop is atomic, and only this live buffer can have its id as a key.
+        if buffer._generation == self.generation:
+            self._bos.pop(id(buffer), None)
 
     def _sync(self, buffer: bo, direction: xclBOSyncDirection, size: int, offset: int) -> None:
         if buffer._generation != self.generation:

@@ -3,6 +3,8 @@ and card memory, the twin's bits, runs that queue per compute unit, errors and f
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -109,6 +111,28 @@ def test_injected_sync_and_load_errors_raise_like_xrt(loaded, xrt_cards, artifac
     xrt_cards[0].inject("load_error")
     with pytest.raises(RuntimeError, match="load_axlf"):
         device.load_xclbin(str(artifact.file(EMULATION_XCLBIN)))
+
+
+def test_a_buffer_collected_on_another_thread_never_waits_for_the_card_lock(loaded, xrt_cards) -> None:
+    """The garbage collector runs a bo's finalizer on whatever thread it happens on; once that was
+    a compute unit's thread starting inside `load_xclbin`, which holds the card's lock and waits
+    for that thread: both waited for ever."""
+    device, kernel, _x, _y = loaded
+    card = xrt_cards[0]
+    doomed = [pyxrt.bo(device, 4096, pyxrt.bo.normal, kernel.group_id(0))]
+    live = card.live_buffers
+    freed = threading.Event()
+
+    def drop_the_last_reference() -> None:
+        doomed.clear()
+        freed.set()
+
+    with card.lock:  # as `load_xclbin` holds it
+        dropper = threading.Thread(target=drop_the_last_reference)
+        dropper.start()
+        assert freed.wait(5.0), "the finalizer waited for the card's lock"
+    dropper.join(5.0)
+    assert card.live_buffers == live - 1
 
 
 def test_a_compute_unit_xclbin_does_not_have_is_refused(loaded) -> None:
