@@ -142,8 +142,16 @@ def from_binary(raw: bytes | memoryview, datatype: Datatype, shape: list[int], f
 
 
 def _to_float32(typed: np.ndarray, datatype: Datatype, field: str) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        out = typed.astype(np.float32)
+    if typed.dtype == np.float32:
+        # FP32 as sent (the common case, SONIC's raw FP32): no cast and no np.errstate (~3 µs
+        # of a single-row request). One float64 sum proves every value finite (float32 values
+        # cannot overflow it); the array may be a read-only view of the request's bytes.
+        if math.isfinite(np.add.reduce(typed, axis=None, dtype=np.float64)):
+            return typed
+        out = typed
+    else:
+        with np.errstate(over="ignore"):
+            out = typed.astype(np.float32)
     finite = np.isfinite(out)
     if not finite.all():
         index = [int(i) for i in np.argwhere(~finite)[0]]
