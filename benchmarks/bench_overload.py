@@ -58,29 +58,13 @@ from benchmarks.httpbench.overload import (  # noqa: E402
     windows,
 )
 from benchmarks.httpbench.procs import Cores, free_port, pinned, running  # noqa: E402
+from benchmarks.httpbench.threads import tree_rss_mib  # noqa: E402
 from benchmarks.httpbench.wrk import lua_script, run_wrk, wrk_command  # noqa: E402
 from fpgaas.kernels.artifact import load_artifact  # noqa: E402
 from fpgaas.kernels.twin import open_cpu_kernel  # noqa: E402
 from fpgaas.service.settings import Settings  # noqa: E402
 
 PATH = f"/predict?model={MODEL}"
-
-
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of `pid` and its children (the JSON parser process), MiB."""
-    total_kib = 0
-    pids = [pid]
-    while pids:
-        p = pids.pop()
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kib += int(line.split()[1])
-            for task in Path(f"/proc/{p}/task").iterdir():
-                pids.extend(int(c) for c in (task / "children").read_text().split())
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total_kib / 1024
 
 
 def server_numbers(url: str) -> tuple[Counters, float, float]:

@@ -1,4 +1,5 @@
-"""CPU time of a server process, thread by thread or with its child processes, from /proc (Linux).
+"""CPU time of a server process, thread by thread or with its child processes, and the
+resident memory of its process tree, from /proc (Linux).
 
 A latency says how long a call took; the CPU a server spends per call, and on which thread,
 says where that time went: on the event loop (the thread whose id is the process id), or on
@@ -21,31 +22,58 @@ def _stat_fields(stat: str) -> list[str]:
     return stat[stat.rindex(")") + 2 :].split()
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of process `pid` and its live descendants (a server's body
-    parser processes, say), every thread of each, those that ended included. A descendant that
-    ended is not counted: a server's helpers live as long as it does."""
-    parent: dict[int, int] = {}
-    ticks: dict[int, int] = {}
+def _live_stats() -> dict[int, list[str]]:
+    """The stat fields (see `_stat_fields`) of every live process, by pid."""
+    stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = _stat_fields((entry / "stat").read_text())
+            stats[int(entry.name)] = _stat_fields((entry / "stat").read_text())
         except OSError:  # it exited while /proc was read
             continue
-        parent[int(entry.name)] = int(fields[1])
-        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
-    if pid not in ticks:
+    return stats
+
+
+def tree_pids(pid: int, stats: dict[int, list[str]] | None = None) -> list[int]:
+    """`pid` and its live descendants (a server's body parser processes, say); ProcessLookupError
+    when `pid` is not running. `stats`: one `_live_stats()` reading to use instead of a new one."""
+    stats = _live_stats() if stats is None else stats
+    if pid not in stats:
         raise ProcessLookupError(f"no process {pid}")
-    total = 0
-    for p in ticks:
+    parent = {p: int(fields[1]) for p, fields in stats.items()}
+    found = []
+    for p in stats:
         q = p
         while q not in (pid, 0, 1) and q in parent:
             q = parent[q]
         if q == pid:
-            total += ticks[p]
-    return total * _TICK_S
+            found.append(p)
+    return found
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` and its live descendants, every thread of
+    each, those that ended included. A descendant that ended is not counted: a server's helpers
+    live as long as it does."""
+    stats = _live_stats()
+    ticks = sum(int(stats[p][11]) + int(stats[p][12]) for p in tree_pids(pid, stats))
+    return ticks * _TICK_S
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory (VmRSS) of `pid` and its live descendants, MiB; one that exits while it
+    is read counts nothing."""
+    total_kib = 0
+    for p in tree_pids(pid):
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        total_kib += next(
+            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
+        )
+    return total_kib / 1024
 
 
 @dataclass(frozen=True)

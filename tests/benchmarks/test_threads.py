@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from benchmarks.httpbench.threads import ThreadCpu, cpu_per_call, tree_cpu_s
+from benchmarks.httpbench.threads import ThreadCpu, cpu_per_call, tree_cpu_s, tree_pids, tree_rss_mib
 
 
 def _spin(seconds: float) -> None:
@@ -98,6 +98,30 @@ def test_a_process_tree_counts_the_cpu_of_a_grandchild_still_alive() -> None:
         assert grandchild_alone == pytest.approx(0.4, abs=0.1)
         assert tree >= grandchild_alone
         assert tree_cpu_s(os.getpid()) >= tree  # this process's tree holds both
+    finally:
+        child.communicate("\n", timeout=30)
+
+
+def test_a_process_tree_holds_a_grandchild_and_its_resident_memory() -> None:
+    # The grandchild touches 64 MiB and waits: the child's tree holds it and its memory.
+    holder = "import sys; block = bytearray(64 << 20); print('held', flush=True); sys.stdin.readline()"
+    spawn = (
+        "import subprocess, sys\n"
+        f"g = subprocess.Popen([sys.executable, '-c', {holder!r}], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)\n"
+        "assert g.stdout.readline() == 'held\\n'\n"
+        "print(g.pid, flush=True)\n"
+        "input()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", spawn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        grandchild = int(child.stdout.readline())
+        assert set(tree_pids(child.pid)) >= {child.pid, grandchild}
+        assert tree_pids(grandchild) == [grandchild]  # a tree holds no parents
+        assert tree_rss_mib(grandchild) >= 64
+        assert tree_rss_mib(child.pid) >= tree_rss_mib(grandchild)
     finally:
         child.communicate("\n", timeout=30)
 
