@@ -11,8 +11,9 @@ at most that long for a fuller batch (it goes early at `max_batch` rows); it is 
 (the default) never waits. Each caller gets exactly its own rows back, in order.
 
 Device calls run on one dedicated worker thread per replica, one call at a time, handed over
-through a queue (a CPU kernel may ask for its smallest calls, `LoadedKernel.inline_rows`, to run
-on the event loop instead: they cost less than the hand-off); the answer comes back to the event
+through a queue (a kernel may ask for its smallest calls, `LoadedKernel.inline_rows`, to be run
+on the event loop instead when the device is idle: they cost less than the hand-off; a card's call
+its card has not finished at once goes on on the worker); the answer comes back to the event
 loop with `call_soon_threadsafe`. Every full call (`max_batch` rows) queued is handed over at once,
 even while the device is busy, so the worker runs them back to back: the device's pace does not
 depend on how soon the loop gets to a call's answer (a loop busy refusing a retry storm would
@@ -56,7 +57,7 @@ from fpgaas.kernels.errors import (
     Overloaded,
     PayloadTooLarge,
 )
-from fpgaas.service.devices.base import LoadedKernel, StageTimes
+from fpgaas.service.devices.base import LoadedKernel, Resume, StageTimes
 from fpgaas.service.metrics import ServiceMetrics
 from fpgaas.service.statistics import ModelStatistics
 
@@ -103,6 +104,7 @@ class _Call:
     seconds: float = 0.0  # wall time of the device call
     timed_out: bool = False
     dropped: bool = False  # never run: every request in it had failed or gone before it started
+    resume: Resume | None = None  # the rest of a call begun on the loop, for the worker to finish
 
 
 class _CallCost:
@@ -381,9 +383,9 @@ class Batcher:
         call = _Call(slices, x, out)
         idle = not self._in_flight
         self._in_flight.append(call)
-        if idle and n <= self._inline_rows:
-            # A CPU kernel this small costs less than the two thread switches of a hand-off.
-            self._run(call)
+        # A call this small costs less on the loop than the two thread switches of a hand-off;
+        # a card's call the card has not finished at once goes on on the worker.
+        if idle and n <= self._inline_rows and self._run_inline(call):
             self._returned(call)
             return True
         if idle:
@@ -426,7 +428,7 @@ class Batcher:
         assert loop is not None
         failed: set[int] = set()  # id() of requests an earlier call of this run of calls failed
         while (call := self._jobs.get()) is not None:
-            if not call.dropped:
+            if not call.dropped and call.resume is None:  # a begun call holds the device: finish it
                 call.dropped = all(id(r) in failed or r.future.done() for r, _, _ in call.slices)
             if not call.dropped:
                 self._run(call)
@@ -440,12 +442,31 @@ class Batcher:
                 return
 
     def _run(self, call: _Call) -> None:
-        call.started = time.perf_counter()
+        """On the worker: the whole call, or the rest of one begun on the loop."""
+        resume, call.resume = call.resume, None
+        if resume is None:
+            call.started = time.perf_counter()
         try:
-            call.stages = self._kernel.run_into(call.x, call.out)
+            call.stages = resume() if resume is not None else self._kernel.run_into(call.x, call.out)
         except BaseException as exc:
             call.error = exc
         call.seconds = time.perf_counter() - call.started
+
+    def _run_inline(self, call: _Call) -> bool:
+        """On the loop: begin the call; True when it is done (answer or error), False when its
+        rest (`call.resume`) is for the worker."""
+        call.started = time.perf_counter()
+        try:
+            done = self._kernel.run_inline(call.x, call.out)
+        except BaseException as exc:
+            call.error = exc
+        else:
+            if not isinstance(done, StageTimes):
+                call.resume = done
+                return False
+            call.stages = done
+        call.seconds = time.perf_counter() - call.started
+        return True
 
     def _returned(self, call: _Call) -> None:
         """On the loop: a call came back from the device (or was skipped, `dropped`)."""

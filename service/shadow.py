@@ -46,7 +46,7 @@ import numpy as np
 
 from fpgaas.kernels.artifact import Artifact
 from fpgaas.kernels.twin import open_cpu_kernel
-from fpgaas.service.devices.base import Device, DeviceInfo, KernelRunMixin, LoadedKernel, StageTimes
+from fpgaas.service.devices.base import Device, DeviceInfo, KernelRunMixin, LoadedKernel, Resume, StageTimes
 from fpgaas.service.metrics import ServiceMetrics
 
 if TYPE_CHECKING:
@@ -273,6 +273,19 @@ class ShadowedKernel(KernelRunMixin):
         stages = self._kernel.run_into(x, out)
         self.shadow.offer(x, out)
         return stages
+
+    def run_inline(self, x: np.ndarray, out: np.ndarray) -> StageTimes | Resume:
+        begun = self._kernel.run_inline(x, out)
+        if isinstance(begun, StageTimes):
+            self.shadow.offer(x, out)
+            return begun
+
+        def resume() -> StageTimes:
+            stages = begun()
+            self.shadow.offer(x, out)
+            return stages
+
+        return resume
 
     def close(self) -> None:
         self._kernel.close()

@@ -6,6 +6,7 @@ The server never asks which implementation it holds. A device loads an artifact 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,6 +36,10 @@ class DeviceInfo:
     suspect: str | None = None  # why its answers are in doubt (a shadow check failed), if they are
 
 
+# The rest of a call begun on the event loop (`LoadedKernel.run_inline`), for the worker thread.
+Resume = Callable[[], "StageTimes"]
+
+
 class LoadedKernel(Protocol):
     """A kernel resident on a device, its buffers allocated for `max_batch` rows.
 
@@ -46,13 +51,21 @@ class LoadedKernel(Protocol):
     @property
     def max_batch(self) -> int: ...
 
-    # Calls of at most this many rows may run on the caller's (event loop) thread: only a CPU
-    # kernel that never blocks says > 0. Read with getattr(kernel, "inline_rows", 0).
+    # Calls of at most this many rows may be begun on the caller's (event loop) thread with
+    # `run_inline`: only a kernel that never blocks there says > 0. Read with
+    # getattr(kernel, "inline_rows", 0).
     inline_rows: int
 
     def run_into(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
         """x: float32 (n, n_inputs), 1 <= n <= max_batch; writes float32 (n, n_outputs) into `out`
         (C-contiguous, the caller's): the output transfer is the only copy of the answer."""
+        ...
+
+    def run_inline(self, x: np.ndarray, out: np.ndarray) -> StageTimes | Resume:
+        """`run_into` of at most `inline_rows` rows on the event loop, which it must not block:
+        the stage times when the call is done, else the rest of the call (waiting for the device,
+        the output transfer, any fault handling), which the caller runs on its worker thread
+        (and must run: the device stays held until it has). A CPU kernel is always done."""
         ...
 
     def close(self) -> None: ...
@@ -66,6 +79,9 @@ class KernelRunMixin:
 
     def run_into(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
         raise NotImplementedError
+
+    def run_inline(self, x: np.ndarray, out: np.ndarray) -> StageTimes | Resume:
+        return self.run_into(x, out)
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, StageTimes]:
         out = np.empty((x.shape[0] if x.ndim else 0, self.n_outputs), dtype=np.float32)

@@ -13,7 +13,15 @@ and every later call tries the reload again before it runs.
 
 A binding implements `_acquire` (program the card, allocate buffers), `_release` (free them;
 it must not fail), `_loaded` and `_run_locked` (one call, the lock held), and may extend
-`_abandon` (what to give up on a timeout) and `_loaded_detail`.
+`_abandon` (what to give up on a timeout) and `_loaded_detail`. A failing step raises through
+`_guard` / `_fault`; the fault rule is applied once, where the call entered.
+
+Calls begun on the event loop (`run_inline`, for a binding that implements `_begin_locked`): the
+rows go to the card and the kernel starts on the loop, which those small steps do not block
+for long; the rest (the wait, the output transfer) runs on the loop too only when the card has
+already finished, else on the batcher's worker. A fault found on the loop is handled (the
+reload) on the worker: nothing slow or unbounded runs on the loop. The kernel's lock is held
+from the begin to the end of the rest, across the two threads.
 """
 
 from __future__ import annotations
@@ -21,14 +29,40 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
 from fpgaas.kernels.artifact import Artifact
 from fpgaas.kernels.errors import DeviceError, DeviceTimeout
 from fpgaas.kernels.sealed import SealedFile
-from fpgaas.service.devices.base import DeviceInfo, KernelRunMixin, StageTimes, seal_xclbin
+from fpgaas.service.devices.base import DeviceInfo, KernelRunMixin, Resume, StageTimes, seal_xclbin
+
+# Calls of at most this many rows are begun on the event loop by a binding that can (their
+# transfers are at most a few KiB): handing them to the worker and back costs ~100 µs.
+INLINE_ROWS = 16
+
+
+class _CardFault(Exception):
+    """A step of a call failed: `error` is what the caller gets once the fault rule has run."""
+
+    def __init__(self, error: DeviceError, cause: BaseException | None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class Begun:
+    """A call whose rows are on the card and whose kernel was started (`_begin_locked`).
+
+    `finish` waits for the kernel, brings the rows back and returns the stage times; it may
+    raise `_CardFault`. `ready`: the card has finished, so `finish` does not wait."""
+
+    ready: bool
+    finish: Callable[[], StageTimes]
 
 
 class CardOptions(Protocol):
@@ -74,6 +108,66 @@ class CardKernel(KernelRunMixin):
 
         Raises DeviceTimeout / DeviceError when the card fails; by then it has been reloaded.
         Rows this card cannot take are a DeviceError: the batcher checked them already."""
+        self._check(x, out)
+        with self._lock:
+            if self._closed:
+                raise DeviceError(f"{self._device.name}: the kernel of {self._label} was unloaded")
+            if not self._loaded:
+                self._recover("the previous reload failed")
+            try:
+                return self._run_locked(x, out)
+            except _CardFault as fault:
+                self._fail(fault.error, fault.cause)
+
+    def run_inline(self, x: np.ndarray, out: np.ndarray) -> StageTimes | Resume:
+        """See `LoadedKernel.run_inline` and the module docstring. A kernel that is busy (another
+        thread's call), closed or awaiting a reload leaves the whole call to the worker."""
+        if self.inline_rows <= 0 or x.shape[0] > self.inline_rows:
+            return lambda: self.run_into(x, out)
+        self._check(x, out)
+        if not self._lock.acquire(blocking=False):
+            return lambda: self.run_into(x, out)
+        handed_over = False
+        try:
+            if self._closed or not self._loaded:
+                return lambda: self.run_into(x, out)
+            try:
+                begun = self._begin_locked(x, out)
+                if begun.ready:
+                    return begun.finish()
+            except _CardFault as fault:
+                handed_over = True
+                return self._resume(self._raiser(fault))
+            handed_over = True
+            return self._resume(begun.finish)
+        finally:
+            if not handed_over:
+                self._lock.release()
+
+    def _resume(self, finish: Callable[[], StageTimes]) -> Resume:
+        """The rest of an inline call, on the worker: the fault rule applied, then the lock
+        (taken on the loop) released."""
+
+        def resume() -> StageTimes:
+            try:
+                return finish()
+            except _CardFault as fault:
+                self._fail(fault.error, fault.cause)
+            finally:
+                self._lock.release()
+
+        return resume
+
+    @staticmethod
+    def _raiser(fault: _CardFault) -> Callable[[], StageTimes]:
+        """A `finish` that raises `fault` again (on the worker, where the fault rule runs)."""
+
+        def finish() -> StageTimes:
+            raise fault
+
+        return finish
+
+    def _check(self, x: np.ndarray, out: np.ndarray) -> None:
         if x.ndim != 2 or x.shape[1] != self._n_in or x.shape[0] > self._max_batch:
             raise DeviceError(
                 f"{self._device.name}: takes float32 (n <= {self._max_batch}, {self._n_in}), "
@@ -81,12 +175,6 @@ class CardKernel(KernelRunMixin):
             )
         if out.shape != (x.shape[0], self._n_out):
             raise DeviceError(f"{self._device.name}: output buffer {out.shape} for {x.shape[0]} rows")
-        with self._lock:
-            if self._closed:
-                raise DeviceError(f"{self._device.name}: the kernel of {self._label} was unloaded")
-            if not self._loaded:
-                self._recover("the previous reload failed")
-            return self._run_locked(x, out)
 
     def open(self) -> None:
         """Program the card and allocate the buffers, retrying as configured."""
@@ -111,6 +199,12 @@ class CardKernel(KernelRunMixin):
         raise NotImplementedError
 
     def _run_locked(self, x: np.ndarray, out: np.ndarray) -> StageTimes:
+        """One call on the calling thread; a failing step raises `_CardFault`."""
+        raise NotImplementedError
+
+    def _begin_locked(self, x: np.ndarray, out: np.ndarray) -> Begun:
+        """Rows to the card and the kernel started, without waiting (a binding with
+        `inline_rows` > 0); a failing step raises `_CardFault`."""
         raise NotImplementedError
 
     def _acquire(self) -> None:
@@ -128,13 +222,18 @@ class CardKernel(KernelRunMixin):
     # -- the fault rule --------------------------------------------------------------------
 
     def _guard(self, what: str, step: Any, *args: Any) -> Any:
-        """step(*args), a failure of it handled by the fault rule as `what`."""
+        """step(*args); a failure of it raises `_CardFault` as `what`."""
         try:
             return step(*args)
         except Exception as exc:
-            self._fail(DeviceError(f"{self._device.name}: {what}: {exc}"), exc)
+            self._fault(DeviceError(f"{self._device.name}: {what}: {exc}"), exc)
 
-    def _fail(self, error: DeviceError, cause: BaseException | None) -> None:
+    @staticmethod
+    def _fault(error: DeviceError, cause: BaseException | None) -> NoReturn:
+        """Abandon the call: the fault rule runs where it entered, then the caller gets `error`."""
+        raise _CardFault(error, cause)
+
+    def _fail(self, error: DeviceError, cause: BaseException | None) -> NoReturn:
         """Mark the card unhealthy, reload it (which aborts what is in flight), raise `error`."""
         self._device.mark(healthy=False, detail=error.message)
         if isinstance(error, DeviceTimeout):

@@ -162,9 +162,9 @@ class XrtKernel(CardKernel):
             if state == completed:
                 return
             if state not in running:
-                self._fail(DeviceError(f"{self._device.name}: kernel execution failed: {state.name}"), None)
+                self._fault(DeviceError(f"{self._device.name}: kernel execution failed: {state.name}"), None)
             if time.perf_counter() - started > timeout:
-                self._fail(
+                self._fault(
                     DeviceTimeout(f"{self._device.name}: kernel did not finish within {timeout} s"), None
                 )
             time.sleep(poll)
