@@ -9,7 +9,9 @@ is never handled there: the reload (slow) happens when the rest runs, on the wor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -107,8 +109,10 @@ def test_a_fault_met_on_the_calling_thread_is_handled_by_the_rest(
     np.testing.assert_array_equal(bits(y), bits(twin.run(samples[:4])))
 
 
-def make_batcher(kernel, device: PynqDevice, timeout_s: float = 5.0) -> Batcher:  # type: ignore[no-untyped-def]
-    return Batcher(
+@contextlib.asynccontextmanager
+async def started_batcher(kernel, device: PynqDevice, timeout_s: float = 5.0) -> AsyncIterator[Batcher]:  # type: ignore[no-untyped-def]
+    """A batcher over the card's kernel, started on the running loop and closed at the end."""
+    batcher = Batcher(
         kernel,
         model="tiny",
         device=device.info.name,
@@ -117,15 +121,18 @@ def make_batcher(kernel, device: PynqDevice, timeout_s: float = 5.0) -> Batcher:
         policy=BatchPolicy(max_delay_s=0.0, max_queue_rows=1 << 16, device_timeout_s=timeout_s),
         metrics=ServiceMetrics(CollectorRegistry()),
     )
+    batcher.start()
+    try:
+        yield batcher
+    finally:
+        await batcher.close()
 
 
 @pytest.mark.asyncio
 async def test_the_batcher_serves_a_lone_row_on_the_loop_and_a_slow_card_through_the_worker(
     device: PynqDevice, artifact: Artifact, cards: list[EmulatedCard], twin, samples: np.ndarray
 ) -> None:
-    batcher = make_batcher(device.load(artifact, max_batch=64), device)
-    batcher.start()
-    try:
+    async with started_batcher(device.load(artifact, max_batch=64), device) as batcher:
         future = batcher.enqueue(samples[:1], alone=True)
         assert future.done()  # begun and finished within enqueue: no thread hand-off
         np.testing.assert_array_equal(bits(future.result()), bits(twin.run(samples[:1])))
@@ -134,17 +141,13 @@ async def test_the_batcher_serves_a_lone_row_on_the_loop_and_a_slow_card_through
         slow = batcher.enqueue(samples[1:3], alone=True)
         assert not slow.done()
         np.testing.assert_array_equal(bits(await slow), bits(twin.run(samples[1:3])))
-    finally:
-        await batcher.close()
 
 
 @pytest.mark.asyncio
 async def test_a_begun_call_whose_caller_left_still_lets_go_of_the_card(
     device: PynqDevice, artifact: Artifact, cards: list[EmulatedCard], twin, samples: np.ndarray
 ) -> None:
-    batcher = make_batcher(device.load(artifact, max_batch=64), device)
-    batcher.start()
-    try:
+    async with started_batcher(device.load(artifact, max_batch=64), device) as batcher:
         cards[0].kernel_latency_s = 0.05
         gone = asyncio.ensure_future(batcher.submit(samples[:1]))
         await asyncio.sleep(0)  # its call is begun on the card at the end of this iteration
@@ -155,8 +158,6 @@ async def test_a_begun_call_whose_caller_left_still_lets_go_of_the_card(
         answer = await asyncio.wait_for(batcher.submit(samples[2:4]), 5)
 
         np.testing.assert_array_equal(bits(answer), bits(twin.run(samples[2:4])))
-    finally:
-        await batcher.close()
 
 
 @pytest.mark.asyncio
@@ -164,9 +165,7 @@ async def test_a_begun_call_that_hangs_trips_the_watchdog_and_the_card_serves_ag
     device: PynqDevice, artifact: Artifact, cards: list[EmulatedCard], twin, samples: np.ndarray
 ) -> None:
     # The batcher's deadline (0.1 s) comes before the card's own (0.3 s, OPTIONS).
-    batcher = make_batcher(device.load(artifact, max_batch=64), device, timeout_s=0.1)
-    batcher.start()
-    try:
+    async with started_batcher(device.load(artifact, max_batch=64), device, timeout_s=0.1) as batcher:
         cards[0].inject("hang")
         with pytest.raises(DeviceTimeout, match=r"took over 0\.1 s"):
             await batcher.submit(samples[:1])
@@ -176,5 +175,3 @@ async def test_a_begun_call_that_hangs_trips_the_watchdog_and_the_card_serves_ag
         answer = await asyncio.wait_for(batcher.submit(samples[:2]), 5)
 
         np.testing.assert_array_equal(bits(answer), bits(twin.run(samples[:2])))
-    finally:
-        await batcher.close()
