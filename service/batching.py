@@ -442,12 +442,13 @@ class Batcher:
                 return
 
     def _run(self, call: _Call) -> None:
-        """On the worker: the whole call, or the rest of one begun on the loop."""
-        resume, call.resume = call.resume, None
-        if resume is None:
+        """On the worker: the whole call, or the rest of one begun on the loop (which timed its start)."""
+        if call.resume is None:
             call.started = time.perf_counter()
         try:
-            call.stages = resume() if resume is not None else self._kernel.run_into(call.x, call.out)
+            call.stages = (
+                call.resume() if call.resume is not None else self._kernel.run_into(call.x, call.out)
+            )
         except BaseException as exc:
             call.error = exc
         call.seconds = time.perf_counter() - call.started
