@@ -22,6 +22,7 @@ from fpgaas.service.batching import Batcher, BatchPolicy
 from fpgaas.service.devices.base import LoadedKernel, StageTimes
 from fpgaas.service.devices.emulated import EmulatedDevice
 from fpgaas.service.metrics import ServiceMetrics
+from fpgaas.service.statistics import ModelStatistics
 
 N_INPUTS = 6  # the tiny model of conftest.py: 6 inputs -> 2 outputs
 N_OUTPUTS = 2
@@ -109,6 +110,7 @@ async def make_batcher(
         max_queue_rows: int = 1 << 16,
         wrap: Callable[[LoadedKernel], LoadedKernel] | None = None,
         max_queue_delay_s: float = math.inf,
+        stats: ModelStatistics | None = None,
     ) -> Batcher:
         kernel: LoadedKernel = device.load(tiny_artifact, max_batch)
         if wrap is not None:
@@ -127,6 +129,7 @@ async def make_batcher(
             n_outputs=N_OUTPUTS,
             policy=policy,
             metrics=metrics,
+            stats=stats,
         )
         batcher.start()
         started.append(batcher)
@@ -183,7 +186,27 @@ async def test_a_caller_alone_on_an_idle_device_is_answered_before_enqueue_retur
     future = batcher.enqueue(x, alone=True)  # the CPU twin runs calls this small on the loop
     assert future.done()
     np.testing.assert_array_equal(future.result(), reference(x))
+    # Its bookkeeping does not delay the answer: it is recorded later in this loop iteration.
+    assert batch_sizes(metrics) == (0, 0)
+    await asyncio.sleep(0)
     assert batch_sizes(metrics) == (1, 2)
+
+
+async def test_a_woken_caller_finds_its_call_recorded(make_batcher, metrics) -> None:
+    """Callers that awaited their rows resume after the call's metrics and statistics are in."""
+    stats = ModelStatistics("tiny", "1")
+    batcher = await make_batcher(max_batch=1024, max_delay_s=0.0, stats=stats)
+
+    async def caller(seed: int) -> tuple[tuple[int, int], int, float]:
+        await batcher.submit(rows(1, seed))
+        return batch_sizes(metrics), stats.execution_count, batcher.busy_seconds
+
+    seen = await asyncio.gather(*(caller(seed) for seed in range(3)))
+    assert [(sizes, executed) for sizes, executed, _ in seen] == [((1, 3), 1)] * 3
+    assert all(busy > 0 for _, _, busy in seen)
+    assert (stats.inference_count, stats.queue.count) == (3, 3)
+    assert (stats.compute_infer.count, stats.batches[3].compute_infer.count) == (3, 1)
+    assert metrics.registry.get_sample_value("fpgaas_rows_total", {"model": "tiny"}) == 3
 
 
 async def test_without_alone_requests_of_one_loop_iteration_share_a_call(
