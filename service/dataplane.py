@@ -439,8 +439,10 @@ def _handle(m: LoadedModel, replicas: tuple[_Replica, ...]) -> ModelHandle:
 def _least_loaded(replicas: Sequence[_Replica]) -> _Replica:
     """The healthy replica with the fewest rows waiting (the first on ties); if none is healthy,
     the least loaded of all, whose call lets its device attempt recovery."""
-    if len(replicas) == 1:  # the common case: nothing to choose
-        return replicas[0]
+    first = replicas[0]
+    # The common cases, nothing to weigh: one replica, or the first healthy one with nothing queued.
+    if len(replicas) == 1 or (first.batcher.accepted_rows == 0 and first.healthy):
+        return first
     healthy = [r for r in replicas if r.healthy]
     return min(healthy or replicas, key=lambda r: r.batcher.accepted_rows)
 
