@@ -197,16 +197,23 @@ def in_server_overhead_us(point: Point | None) -> float | None:
 
 
 def pynq_targets(points: dict[Key, Point]) -> list[Target]:
-    """fpgaas on emulated PYNQ cards, c=1: per-request overhead above the device call <= 100 µs."""
+    """fpgaas on emulated PYNQ cards, c=1: per-request overhead above the device call <= 100 µs,
+    read two ways: from wrk's p50 (the loopback TCP and HTTP parsing every server pays included)
+    and from fpgaas's own request time (what its code adds)."""
+    readings = (
+        ("p50 minus mean device call", overhead_us),
+        ("fpgaas's mean request time minus mean device call (in-server)", in_server_overhead_us),
+    )
     out = []
-    for case in SINGLE_ROW:
-        overhead = overhead_us(points.get((FPGAAS_PYNQ, case, 1)))
-        text = f"PYNQ c=1 {case}: p50 minus mean device call <= 100 µs"
-        out.append(
-            Target(text, None, "not measured")
-            if overhead is None
-            else Target(text, overhead <= 100.0, f"{overhead:.0f} µs")
-        )
+    for label, reading in readings:
+        for case in SINGLE_ROW:
+            overhead = reading(points.get((FPGAAS_PYNQ, case, 1)))
+            text = f"PYNQ c=1 {case}: {label} <= 100 µs"
+            out.append(
+                Target(text, None, "not measured")
+                if overhead is None
+                else Target(text, overhead <= 100.0, f"{overhead:.0f} µs")
+            )
     return out
 
 
