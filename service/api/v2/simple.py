@@ -21,13 +21,14 @@ import orjson
 
 from fpgaas.service.dataplane import InferResult, ModelHandle
 
+_INT_ONLY = {int}
 _REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 _FLOAT32_MAX_SQUARED = float(np.finfo(np.float32).max) ** 2
 # 19 digits in a row may be an integer beyond 64 bits: orjson reads it as a float, pydantic (the
 # general path) as an int it then refuses. Such bodies go the general way. The body is mapped
 # byte for byte (every ASCII digit to "0", any other byte to "."), where such a run is a plain
-# substring: 0.7 µs on a 300-byte body, against 5 µs for the regex \d{19}.
+# substring: 0.4 µs on a 300-byte body, against 5 µs for the regex \d{19}.
 _DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
 _LONG_DIGITS = b"0" * 19
 
@@ -36,9 +37,10 @@ def _has_long_digits(body: bytes) -> bool:
     return _LONG_DIGITS in body.translate(_DIGITS_AS_ZEROS)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SimpleRequest:
-    """float32 (n, n_inputs) rows, checked as the general path checks them, and the request id."""
+    """float32 (n, n_inputs) rows, checked as the general path checks them, and the request id.
+    (Not frozen: a frozen dataclass's __init__ costs ~0.5 µs more, a tenth of this module's work.)"""
 
     rows: np.ndarray
     id: str | None
@@ -67,27 +69,26 @@ def simple_rows(body: bytes, model: ModelHandle) -> SimpleRequest | None:
     shape, data = item.get("shape"), item.get("data")
     if item.get("name") != tensor.name or type(item["name"]) is not str or item.get("datatype") != "FP32":
         return None
-    if type(shape) is not list or len(shape) != len(tensor.shape) + 1 or type(data) is not list:
+    if type(shape) is not list or type(data) is not list or not _is_shape_of(shape, tensor.shape):
         return None
     n = shape[0]
-    if (
-        type(n) is not int
-        or n < 1
-        or any(type(d) is not int for d in shape)
-        or tuple(shape[1:]) != tensor.shape
-    ):
-        return None
     try:
         values = np.asarray(data)
     except (ValueError, TypeError, OverflowError):  # ragged or too deep nesting
         return None
-    if values.size != n * tensor.width or values.dtype.kind not in "if":
+    if values.size != n * model.n_inputs or values.dtype.kind not in "if":
         return None
     flat = values.reshape(-1).astype(np.float64, copy=False)
     # A sum of squares below float32's largest value squared: every value finite and in range.
     if not np.dot(flat, flat) < _FLOAT32_MAX_SQUARED:
         return None
-    return SimpleRequest(values.astype(np.float32).reshape(n, tensor.width), request_id)
+    return SimpleRequest(values.astype(np.float32).reshape(n, model.n_inputs), request_id)
+
+
+def _is_shape_of(shape: list[object], sample: tuple[int, ...]) -> bool:
+    """`shape` is [n >= 1, *sample], every entry a JSON integer (27.0 == 27 and True == 1, so
+    the types are checked first)."""
+    return set(map(type, shape)) == _INT_ONLY and tuple(shape[1:]) == sample and shape[0] >= 1  # type: ignore[operator]
 
 
 def simple_answer(model: ModelHandle, result: InferResult, request_id: str | None) -> bytes:
@@ -103,7 +104,7 @@ def simple_answer(model: ModelHandle, result: InferResult, request_id: str | Non
                 "name": tensor.name,
                 "datatype": "FP32",
                 "shape": [n, *tensor.shape],
-                "data": np.ascontiguousarray(values, dtype=np.float32).ravel(),
+                "data": values.ravel(),  # float32 already (InferResult); a copy only for a column slice
             }
         )
         start += tensor.width
