@@ -21,7 +21,7 @@ import orjson
 
 from fpgaas.service.dataplane import InferResult, ModelHandle
 
-_INT_ONLY = {int}
+_INT_ONLY = frozenset({int})
 _REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 _FLOAT32_MAX_SQUARED = float(np.finfo(np.float32).max) ** 2
@@ -40,7 +40,7 @@ def _has_long_digits(body: bytes) -> bool:
 @dataclass(slots=True)
 class SimpleRequest:
     """float32 (n, n_inputs) rows, checked as the general path checks them, and the request id.
-    (Not frozen: a frozen dataclass's __init__ costs ~0.5 µs more, a tenth of this module's work.)"""
+    (Not frozen: a frozen dataclass's __init__ costs ~0.2 µs more, on every v2 request.)"""
 
     rows: np.ndarray
     id: str | None
